@@ -1,0 +1,695 @@
+//! `sluice-bench`: a gRPC load generator for `ShouldRateLimit`, and a do-nothing server that
+//! gives the throughput ceiling to compare sluice against.
+//!
+//! * `sluice-bench noop --addr 127.0.0.1:0` serves a `RateLimitService` that answers OK at
+//!   once, with one OK status per descriptor. What a load shape reaches against it is the cost
+//!   of gRPC, HTTP/2 and the client on this machine, with no rate limiting at all.
+//! * `sluice-bench load --target 127.0.0.1:PORT ...` opens `C` HTTP/2 connections and keeps
+//!   `S` requests in flight on each (`C`×`S` closed-loop tasks), then prints one result line.
+//!   With `--distinct-keys N` it instead sends `N` requests each naming a new counter, so the
+//!   server ends up holding `N` live counters (for measuring memory per counter).
+//!
+//! Latency is measured per call, from just before the call is issued until its response is
+//! decoded. The loop is closed (a task waits for its answer before sending again), so the
+//! percentiles are service times at the offered concurrency, not open-loop latencies.
+//! Failed calls are counted as errors and kept out of the histogram.
+//!
+//! Both subcommands refuse any address outside 127.0.0.0/8: this tool exists to saturate a
+//! service and must never be pointed at a shared one.
+
+#![forbid(unsafe_code)]
+
+use std::error::Error;
+use std::fmt;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
+    rate_limit_descriptor::Entry, RateLimitDescriptor,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{Code, DescriptorStatus};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
+    RateLimitService, RateLimitServiceServer,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use hdrhistogram::Histogram;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint, Server};
+
+type BoxError = Box<dyn Error + Send + Sync>;
+
+/// Highest latency the histogram tracks (60 s, in nanoseconds); slower calls are clamped.
+const MAX_TRACKED_NANOS: u64 = 60_000_000_000;
+/// Descriptor values cycle through this many numbers so counters stay bounded.
+const VALUE_SPREAD: usize = 100;
+/// How long a single connection attempt may take before the run is abandoned.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice-bench",
+    about = "Load generator and ceiling server for sluice"
+)]
+struct Cli {
+    /// Tokio worker threads (default: one per available CPU).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve a do-nothing RateLimitService (the throughput ceiling) until SIGTERM/SIGINT.
+    Noop(NoopArgs),
+    /// Drive a RateLimitService with C connections x S in-flight requests and report.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Args)]
+struct NoopArgs {
+    /// Address to listen on; port 0 picks a free port. Loopback only.
+    #[arg(long, value_parser = parse_loopback)]
+    addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Service to load, `127.0.0.1:PORT` (an `http://` prefix is accepted). Loopback only.
+    #[arg(long, value_parser = parse_loopback)]
+    target: SocketAddr,
+    /// Separate HTTP/2 connections to open.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    connections: u32,
+    /// Concurrent in-flight request loops per connection.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    streams: u32,
+    /// Descriptors per request: descriptor i is `{k<i>: <task id mod 100>}`.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    descriptors: u32,
+    /// Measured seconds (fractions allowed).
+    #[arg(long, default_value = "10", value_parser = parse_seconds)]
+    duration: Duration,
+    /// Seconds of unrecorded load before measuring.
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    warmup: Duration,
+    /// Rate-limit domain sent in every request.
+    #[arg(long, default_value = "bench")]
+    domain: String,
+    /// Stop after this many measured requests, even if --duration has not elapsed.
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Send N requests in total, each with one descriptor `{<key>: <unique n>}`, so the server
+    /// ends up with N live counters. Ignores --duration, --warmup, --requests, --descriptors.
+    #[arg(long, value_name = "N")]
+    distinct_keys: Option<u64>,
+    /// Descriptor key used by --distinct-keys.
+    #[arg(long, default_value = "k0", value_name = "KEY")]
+    distinct_key: String,
+    /// Free text copied into the result (avoid spaces if you parse the text output).
+    #[arg(long, default_value = "load")]
+    label: String,
+    /// Print the result as one JSON object instead of key=value text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Why a command-line address was refused.
+#[derive(Debug)]
+enum AddrError {
+    Unparsable(String, std::net::AddrParseError),
+    NotLoopback(SocketAddr),
+}
+
+impl fmt::Display for AddrError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unparsable(text, e) => write!(f, "`{text}` is not an IP:PORT address ({e})"),
+            Self::NotLoopback(addr) => write!(
+                f,
+                "refusing {addr}: only loopback IPv4 addresses (127.0.0.0/8) are allowed"
+            ),
+        }
+    }
+}
+
+impl Error for AddrError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Unparsable(_, e) => Some(e),
+            Self::NotLoopback(_) => None,
+        }
+    }
+}
+
+/// Failures of a load run, with enough context to say what went wrong.
+#[derive(Debug)]
+enum BenchError {
+    Connect {
+        target: SocketAddr,
+        source: tonic::transport::Error,
+    },
+    Histogram(String),
+    Worker(tokio::task::JoinError),
+}
+
+impl fmt::Display for BenchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect { target, .. } => write!(f, "connecting to {target}"),
+            Self::Histogram(why) => write!(f, "latency histogram: {why}"),
+            Self::Worker(e) => write!(f, "load task failed: {e}"),
+        }
+    }
+}
+
+impl Error for BenchError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            Self::Connect { source, .. } => Some(source),
+            Self::Histogram(_) | Self::Worker(_) => None,
+        }
+    }
+}
+
+fn parse_loopback(text: &str) -> Result<SocketAddr, AddrError> {
+    let bare = text.strip_prefix("http://").unwrap_or(text);
+    let addr: SocketAddr = bare
+        .parse()
+        .map_err(|e| AddrError::Unparsable(text.to_owned(), e))?;
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_loopback() => Ok(addr),
+        _ => Err(AddrError::NotLoopback(addr)),
+    }
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .parse()
+        .map_err(|e| format!("`{text}` is not a number of seconds ({e})"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("`{text}` seconds: {e}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-bench: {}", error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), BoxError> {
+    let runtime = build_runtime(cli.threads)?;
+    match cli.command {
+        Command::Noop(args) => runtime.block_on(run_noop(args)),
+        Command::Load(args) => runtime.block_on(run_load(args)),
+    }
+}
+
+/// Renders an error and all its sources as `outer: inner: innermost`.
+fn error_chain(error: &(dyn Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}
+
+fn build_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match threads {
+        Some(n) => usize::from(n),
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+}
+
+// ---------------------------------------------------------------------------------------------
+// noop: the ceiling server
+// ---------------------------------------------------------------------------------------------
+
+/// Answers every request OK, with one OK status per descriptor, without looking at anything.
+#[derive(Debug, Default)]
+struct NoopService;
+
+#[tonic::async_trait]
+impl RateLimitService for NoopService {
+    async fn should_rate_limit(
+        &self,
+        request: tonic::Request<RateLimitRequest>,
+    ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+        let descriptors = request.get_ref().descriptors.len();
+        Ok(tonic::Response::new(all_ok(descriptors)))
+    }
+}
+
+fn all_ok(descriptors: usize) -> RateLimitResponse {
+    let ok = DescriptorStatus {
+        code: Code::Ok.into(),
+        ..Default::default()
+    };
+    RateLimitResponse {
+        overall_code: Code::Ok.into(),
+        statuses: vec![ok; descriptors],
+        ..Default::default()
+    }
+}
+
+async fn run_noop(args: NoopArgs) -> Result<(), BoxError> {
+    let shutdown = shutdown_signal()?;
+    let listener = TcpListener::bind(args.addr).await?;
+    let local = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    announce(local)?;
+    Server::builder()
+        .add_service(RateLimitServiceServer::new(NoopService))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Prints the one readiness line scripts wait for. The socket is already bound, so
+/// connections made after this line are queued even before the server polls them.
+fn announce(local: SocketAddr) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening grpc={local}")?;
+    out.flush()
+}
+
+/// Resolves on SIGTERM or SIGINT. Handlers are installed before returning, so a signal that
+/// arrives while the server starts is not lost.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// load: the client
+// ---------------------------------------------------------------------------------------------
+
+type Client = RateLimitServiceClient<Channel>;
+
+/// What one task measured; tasks keep their own and are merged at the end (no shared locks).
+struct Tally {
+    latency_ns: Histogram<u64>,
+    errors: u64,
+    over_limit: u64,
+}
+
+impl Tally {
+    fn new(template: &Histogram<u64>) -> Self {
+        Self {
+            latency_ns: Histogram::new_from(template),
+            errors: 0,
+            over_limit: 0,
+        }
+    }
+
+    fn record(
+        &mut self,
+        started: Instant,
+        result: &Result<tonic::Response<RateLimitResponse>, tonic::Status>,
+    ) {
+        match result {
+            Ok(response) => {
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.latency_ns.saturating_record(nanos);
+                if response.get_ref().overall_code == i32::from(Code::OverLimit) {
+                    self.over_limit += 1;
+                }
+            }
+            Err(_) => self.errors += 1,
+        }
+    }
+
+    fn merge(&mut self, other: &Self) -> Result<(), BenchError> {
+        self.latency_ns
+            .add(&other.latency_ns)
+            .map_err(|e| BenchError::Histogram(format!("{e:?}")))?;
+        self.errors += other.errors;
+        self.over_limit += other.over_limit;
+        Ok(())
+    }
+}
+
+/// Hands out request numbers up to an optional limit, shared by all tasks.
+struct Tickets {
+    issued: AtomicU64,
+    limit: Option<u64>,
+}
+
+impl Tickets {
+    fn new(limit: Option<u64>) -> Self {
+        Self {
+            issued: AtomicU64::new(0),
+            limit,
+        }
+    }
+
+    /// The next request number, or `None` once the limit is used up.
+    fn take(&self) -> Option<u64> {
+        let n = self.issued.fetch_add(1, Ordering::Relaxed);
+        match self.limit {
+            Some(limit) if n >= limit => None,
+            _ => Some(n),
+        }
+    }
+}
+
+/// The time frame of a steady run: unrecorded warmup, then the measured window.
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    stop_at: Instant,
+}
+
+/// How each task chooses its requests.
+#[derive(Clone)]
+enum Workload {
+    /// Fixed descriptors per task, until the window closes or the request budget is spent.
+    Steady { descriptors: u32, window: Window },
+    /// One fresh counter (`{key: <request number>}`) per request, until the tickets run out.
+    Distinct { key: String },
+}
+
+/// Everything the tasks share, fixed once the connections are open.
+struct RunPlan {
+    workload: Workload,
+    domain: String,
+    tickets: Arc<Tickets>,
+    measure_from: Instant,
+}
+
+impl RunPlan {
+    fn new(args: &LoadArgs) -> Self {
+        let now = Instant::now();
+        let (workload, limit, measure_from) = match args.distinct_keys {
+            Some(total) => {
+                let key = args.distinct_key.clone();
+                (Workload::Distinct { key }, Some(total), now)
+            }
+            None => {
+                let window = Window {
+                    measure_from: now + args.warmup,
+                    stop_at: now + args.warmup + args.duration,
+                };
+                let descriptors = args.descriptors;
+                let workload = Workload::Steady {
+                    descriptors,
+                    window,
+                };
+                (workload, args.requests, window.measure_from)
+            }
+        };
+        Self {
+            workload,
+            domain: args.domain.clone(),
+            tickets: Arc::new(Tickets::new(limit)),
+            measure_from,
+        }
+    }
+}
+
+async fn run_load(args: LoadArgs) -> Result<(), BoxError> {
+    let template = Histogram::new_with_bounds(1, MAX_TRACKED_NANOS, 3)
+        .map_err(|e| BenchError::Histogram(format!("{e:?}")))?;
+    let clients = connect_all(args.target, args.connections).await?;
+    let plan = RunPlan::new(&args);
+    let streams = args.streams as usize;
+    let mut tasks = JoinSet::new();
+    for (connection, client) in clients.into_iter().enumerate() {
+        for stream in 0..streams {
+            let task_id = connection * streams + stream;
+            tasks.spawn(worker(
+                client.clone(),
+                task_id,
+                Tally::new(&template),
+                &plan,
+            ));
+        }
+    }
+    let total = collect(&mut tasks, &template).await?;
+    let report = Report::new(&args, &total, plan.measure_from.elapsed());
+    let line = if args.json {
+        report.json()
+    } else {
+        report.text()
+    };
+    println!("{line}");
+    Ok(())
+}
+
+/// Opens one HTTP/2 connection per requested connection (separate channels, not clones).
+async fn connect_all(target: SocketAddr, connections: u32) -> Result<Vec<Client>, BenchError> {
+    let mut clients = Vec::with_capacity(connections as usize);
+    for _ in 0..connections {
+        clients.push(connect(target).await?);
+    }
+    Ok(clients)
+}
+
+async fn connect(target: SocketAddr) -> Result<Client, BenchError> {
+    let failed = |source| BenchError::Connect { target, source };
+    let channel = Endpoint::from_shared(format!("http://{target}"))
+        .map_err(failed)?
+        .tcp_nodelay(true)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect()
+        .await
+        .map_err(failed)?;
+    Ok(RateLimitServiceClient::new(channel))
+}
+
+fn worker(
+    client: Client,
+    task_id: usize,
+    tally: Tally,
+    plan: &RunPlan,
+) -> impl std::future::Future<Output = Tally> + Send + 'static {
+    let tickets = Arc::clone(&plan.tickets);
+    let domain = plan.domain.clone();
+    let workload = plan.workload.clone();
+    async move {
+        match workload {
+            Workload::Steady {
+                descriptors,
+                window,
+            } => {
+                let request = steady_request(domain, descriptors, task_id);
+                steady_loop(client, request, tally, &tickets, window).await
+            }
+            Workload::Distinct { key } => distinct_loop(client, domain, key, tally, &tickets).await,
+        }
+    }
+}
+
+async fn steady_loop(
+    mut client: Client,
+    request: RateLimitRequest,
+    mut tally: Tally,
+    tickets: &Tickets,
+    window: Window,
+) -> Tally {
+    loop {
+        let started = Instant::now();
+        if started >= window.stop_at {
+            break;
+        }
+        let measured = started >= window.measure_from;
+        if measured && tickets.take().is_none() {
+            break;
+        }
+        let result = client.should_rate_limit(request.clone()).await;
+        if measured {
+            tally.record(started, &result);
+        }
+    }
+    tally
+}
+
+async fn distinct_loop(
+    mut client: Client,
+    domain: String,
+    key: String,
+    mut tally: Tally,
+    tickets: &Tickets,
+) -> Tally {
+    while let Some(n) = tickets.take() {
+        let request = RateLimitRequest {
+            domain: domain.clone(),
+            descriptors: vec![descriptor(key.clone(), n.to_string())],
+            hits_addend: 1,
+        };
+        let started = Instant::now();
+        let result = client.should_rate_limit(request).await;
+        tally.record(started, &result);
+    }
+    tally
+}
+
+/// Descriptor `i` is `{k<i>: <task id mod 100>}`: many tasks share counters, which stay few.
+fn steady_request(domain: String, descriptors: u32, task_id: usize) -> RateLimitRequest {
+    let value = (task_id % VALUE_SPREAD).to_string();
+    RateLimitRequest {
+        domain,
+        descriptors: (0..descriptors)
+            .map(|i| descriptor(format!("k{i}"), value.clone()))
+            .collect(),
+        hits_addend: 1,
+    }
+}
+
+fn descriptor(key: String, value: String) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: vec![Entry { key, value }],
+        ..Default::default()
+    }
+}
+
+async fn collect(
+    tasks: &mut JoinSet<Tally>,
+    template: &Histogram<u64>,
+) -> Result<Tally, BenchError> {
+    let mut total = Tally::new(template);
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.map_err(BenchError::Worker)?;
+        total.merge(&tally)?;
+    }
+    Ok(total)
+}
+
+// ---------------------------------------------------------------------------------------------
+// report
+// ---------------------------------------------------------------------------------------------
+
+/// One run's result; `requests` counts successful calls only, and `rps` is based on them.
+struct Report {
+    label: String,
+    target: SocketAddr,
+    shape: String,
+    descriptors: u32,
+    requests: u64,
+    errors: u64,
+    over_limit: u64,
+    elapsed_s: f64,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    p999_us: f64,
+    max_us: f64,
+}
+
+impl Report {
+    fn new(args: &LoadArgs, tally: &Tally, elapsed: Duration) -> Self {
+        let latency = &tally.latency_ns;
+        let requests = latency.len();
+        let elapsed_s = elapsed.as_secs_f64();
+        let micros = |nanos: u64| nanos as f64 / 1_000.0;
+        Self {
+            label: args.label.clone(),
+            target: args.target,
+            shape: format!("{}x{}", args.connections, args.streams),
+            descriptors: if args.distinct_keys.is_some() {
+                1
+            } else {
+                args.descriptors
+            },
+            requests,
+            errors: tally.errors,
+            over_limit: tally.over_limit,
+            elapsed_s,
+            rps: if elapsed_s > 0.0 {
+                requests as f64 / elapsed_s
+            } else {
+                0.0
+            },
+            p50_us: micros(latency.value_at_quantile(0.50)),
+            p99_us: micros(latency.value_at_quantile(0.99)),
+            p999_us: micros(latency.value_at_quantile(0.999)),
+            max_us: micros(latency.max()),
+        }
+    }
+
+    fn text(&self) -> String {
+        format!(
+            "label={} target={} shape={} descriptors={} requests={} errors={} over_limit={} \
+             elapsed_s={:.3} rps={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1}",
+            self.label,
+            self.target,
+            self.shape,
+            self.descriptors,
+            self.requests,
+            self.errors,
+            self.over_limit,
+            self.elapsed_s,
+            self.rps,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+        )
+    }
+
+    fn json(&self) -> String {
+        format!(
+            "{{\"label\":{},\"target\":\"{}\",\"shape\":\"{}\",\"descriptors\":{},\"requests\":{},\
+             \"errors\":{},\"over_limit\":{},\"elapsed_s\":{:.3},\"rps\":{:.0},\"p50_us\":{:.1},\
+             \"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}}}",
+            json_string(&self.label),
+            self.target,
+            self.shape,
+            self.descriptors,
+            self.requests,
+            self.errors,
+            self.over_limit,
+            self.elapsed_s,
+            self.rps,
+            self.p50_us,
+            self.p99_us,
+            self.p999_us,
+            self.max_us,
+        )
+    }
+}
+
+/// Quotes `text` as a JSON string.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

@@ -1,0 +1,143 @@
+//! envoyproxy/ratelimit's fixed window: one counter per `floor(now / unit)` window.
+//!
+//! Every hit is counted, denied or not (as upstream: `INCRBY` runs before the comparison), and
+//! a request is OVER_LIMIT iff the count after adding its hits exceeds the limit. The reset time
+//! is whole seconds to the end of the window, as upstream computes it.
+
+use crate::limiter::{Op, Outcome};
+use std::time::Duration;
+
+/// The stored state of one fixed-window counter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FixedWindow {
+    /// Start of the window the count belongs to, in seconds since the epoch.
+    pub window: u64,
+    /// Hits counted in that window.
+    pub count: u64,
+}
+
+impl FixedWindow {
+    /// Charges (or checks, or refunds) `op.hits` at `now`.
+    pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
+        let period = op.period_secs.max(1);
+        let now_s = now.as_secs();
+        let window = now_s - now_s % period;
+        if self.window != window {
+            *self = FixedWindow { window, count: 0 };
+        }
+        let before = self.count;
+        self.count = if op.refund {
+            before.saturating_sub(op.hits)
+        } else {
+            before.saturating_add(op.hits)
+        };
+        let limit = u64::from(op.requests_per_unit);
+        let allowed = op.refund || self.count <= limit;
+        let reset_after = Duration::from_secs(period - now_s % period);
+        Outcome {
+            allowed,
+            remaining: remaining(limit, self.count, allowed),
+            reset_after,
+            retry_after: if allowed { Duration::ZERO } else { reset_after },
+            used_before: before,
+            used_after: self.count,
+        }
+    }
+
+    /// When this state stops mattering: the end of its window.
+    pub fn expires_at(&self, op: &Op) -> Duration {
+        Duration::from_secs(self.window.saturating_add(op.period_secs.max(1)))
+    }
+}
+
+fn remaining(limit: u64, count: u64, allowed: bool) -> u32 {
+    if !allowed {
+        return 0;
+    }
+    u32::try_from(limit.saturating_sub(count)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::model::Algorithm;
+
+    fn op(limit: u32, period: u64, hits: u64) -> Op {
+        Op {
+            key: "k".into(),
+            algorithm: Algorithm::FixedWindow,
+            requests_per_unit: limit,
+            period_secs: period,
+            burst: limit,
+            hits,
+            refund: false,
+        }
+    }
+
+    #[test]
+    fn over_limit_iff_count_exceeds_limit() {
+        let mut s = FixedWindow::default();
+        let now = Duration::from_secs(1234);
+        for i in 1..=10 {
+            let o = s.decide(now, &op(10, 1, 1));
+            assert!(o.allowed);
+            assert_eq!(o.remaining, 10 - i);
+        }
+        let o = s.decide(now, &op(10, 1, 1));
+        assert!(!o.allowed);
+        assert_eq!(o.remaining, 0);
+        assert_eq!(o.used_after, 11, "denied hits still count, as upstream");
+    }
+
+    #[test]
+    fn reset_is_whole_seconds_to_window_end() {
+        let mut s = FixedWindow::default();
+        let o = s.decide(Duration::from_millis(2_222_700), &op(10, 60, 1));
+        assert_eq!(o.reset_after, Duration::from_secs(58));
+        assert_eq!(s.window, 2220);
+        assert_eq!(s.expires_at(&op(10, 60, 1)), Duration::from_secs(2280));
+    }
+
+    #[test]
+    fn new_window_starts_from_zero() {
+        let mut s = FixedWindow::default();
+        let o = s.decide(Duration::from_secs(59), &op(1, 60, 2));
+        assert!(!o.allowed);
+        let o = s.decide(Duration::from_secs(60), &op(1, 60, 1));
+        assert!(o.allowed);
+        assert_eq!(o.remaining, 0);
+    }
+
+    #[test]
+    fn zero_hits_checks_without_counting() {
+        let mut s = FixedWindow::default();
+        let now = Duration::from_secs(10);
+        s.decide(now, &op(2, 60, 2));
+        let o = s.decide(now, &op(2, 60, 0));
+        assert!(o.allowed);
+        assert_eq!((o.remaining, s.count), (0, 2));
+        s.decide(now, &op(2, 60, 1));
+        let o = s.decide(now, &op(2, 60, 0));
+        assert!(!o.allowed, "a check of an over-limit counter is over limit");
+    }
+
+    #[test]
+    fn refund_gives_hits_back() {
+        let mut s = FixedWindow::default();
+        let now = Duration::from_secs(10);
+        s.decide(now, &op(5, 60, 5));
+        let mut refund = op(5, 60, 3);
+        refund.refund = true;
+        let o = s.decide(now, &refund);
+        assert!(o.allowed);
+        assert_eq!(o.remaining, 3);
+        let o = s.decide(now, &refund);
+        assert_eq!((o.remaining, s.count), (5, 0), "never below zero");
+    }
+
+    #[test]
+    fn zero_limit_blocks_everything() {
+        let mut s = FixedWindow::default();
+        assert!(!s.decide(Duration::from_secs(1), &op(0, 1, 1)).allowed);
+    }
+}

@@ -1,0 +1,55 @@
+//! Limiting: what one counter must do ([`Op`]), what it answered ([`Outcome`]), the pure
+//! algorithms that decide, and the [`plan`] that turns a request into ops.
+//!
+//! Algorithms are pure functions of `(state, now, limit, hits)`: the memory store calls them
+//! directly and the Redis scripts mirror them line by line, so both stores agree.
+
+pub mod fixed_window;
+pub mod plan;
+pub mod sliding_log;
+pub mod sliding_window;
+pub mod token_bucket;
+
+use crate::rules::model::Algorithm;
+use std::time::Duration;
+
+/// One counter to charge (or check) for one limit of one descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Op {
+    /// Counter identity: `domain_k1_v1_…` (plus `_#i` for a descriptor's i-th extra limit).
+    pub key: String,
+    /// How to count.
+    pub algorithm: Algorithm,
+    /// Hits admitted per period.
+    pub requests_per_unit: u32,
+    /// The window (or refill period) in seconds.
+    pub period_secs: u64,
+    /// Token-bucket capacity (ignored by the other algorithms).
+    pub burst: u32,
+    /// Hits to charge; 0 only checks.
+    pub hits: u64,
+    /// Give `hits` back instead of charging them (`is_negative_hits`); never denied.
+    pub refund: bool,
+}
+
+/// What one counter answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether the hits fit (a refund is always allowed).
+    pub allowed: bool,
+    /// Hits still available after this request, 0 when denied.
+    pub remaining: u32,
+    /// Until the counter is back to its full limit (fixed window: the end of the window).
+    pub reset_after: Duration,
+    /// Until a request of the same size could pass; zero when allowed.
+    pub retry_after: Duration,
+    /// Hits counted in the window before this request (for near-limit accounting).
+    pub used_before: u64,
+    /// Hits counted after this request (fixed window counts denied hits too, as upstream).
+    pub used_after: u64,
+}
+
+/// Whole seconds in `d`, rounded up, for headers such as `Retry-After`.
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}

@@ -1,0 +1,95 @@
+//! The `sluice` binary: start-up and shutdown only.
+
+#![forbid(unsafe_code)]
+
+use sluice::rules::Rules;
+use sluice::server::Server;
+use sluice::settings::{self, Invocation, LogFormat, Settings};
+use std::process::ExitCode;
+
+/// Exit status for a bad flag or setting (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let env = std::env::vars().collect();
+    let settings = match settings::parse(std::env::args_os(), &env) {
+        Ok(Invocation::Serve(s)) => s,
+        Ok(Invocation::CheckConfig(dir)) => return check_config(&dir),
+        Ok(Invocation::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    init_logging(&settings);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sluice: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(*settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), sluice::server::ServeError> {
+    let server = Server::bind(settings).await?;
+    server.run(shutdown_signal()).await
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn init_logging(settings: &Settings) {
+    // Validated in settings; fall back to `info` rather than fail here.
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn check_config(dir: &std::path::Path) -> ExitCode {
+    match Rules::load_dir(dir) {
+        Ok(rules) => {
+            for (file, domain) in rules.files() {
+                println!("ok {file}: domain '{domain}'");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

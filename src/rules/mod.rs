@@ -1,0 +1,177 @@
+//! Rule files: envoyproxy/ratelimit's YAML format, loaded from a directory, validated, and
+//! indexed for lock-free matching.
+//!
+//! - [`unit`]: time units.
+//! - [`model`]: the validated tree (domains, nodes, limits, wildcard patterns).
+//! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors.
+//! - this module: [`Rules`] (all domains of a directory) and [`Rules::lookup`].
+
+pub mod model;
+pub mod parse;
+pub mod unit;
+
+use hashbrown::HashMap;
+use model::{Domain, MatchKind, Node};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Why a rule file (or the rule directory) was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct RuleError {
+    /// The file (or directory) at fault.
+    pub file: String,
+    /// Where inside the file, e.g. `descriptors[1].rate_limit.unit`; empty for the whole file.
+    pub path: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}: {}", self.file, self.reason)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.reason)
+        }
+    }
+}
+
+/// Every domain loaded from the rule directory: an immutable snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Domains by name.
+    domains: HashMap<String, Domain>,
+    /// The file each domain came from, sorted by file name (for listings).
+    files: Vec<(String, String)>,
+}
+
+/// The result of matching one request descriptor against the rules.
+#[derive(Debug)]
+pub enum Lookup<'a> {
+    /// No rule file has this domain.
+    UnknownDomain,
+    /// The descriptor matches no node, or stops above or goes below the configured depth.
+    NoMatch,
+    /// The node matched by the descriptor's last entry.
+    Matched {
+        /// The node; its `policy` says what applies.
+        node: &'a Node,
+        /// `domain_k1_v1_…_kN_vN` with runtime values (patterns under `share_threshold`).
+        counter_key: String,
+    },
+}
+
+impl Rules {
+    /// Builds a snapshot from parsed files, rejecting a domain defined twice.
+    pub fn from_domains(parsed: Vec<(String, Domain)>) -> Result<Rules, RuleError> {
+        let mut rules = Rules::default();
+        for (file, domain) in parsed {
+            if rules.domains.contains_key(&domain.name) {
+                return Err(RuleError {
+                    file,
+                    path: "domain".into(),
+                    reason: format!("duplicate domain '{}' in config file", domain.name),
+                });
+            }
+            rules.files.push((file, domain.name.clone()));
+            rules.domains.insert(domain.name.clone(), domain);
+        }
+        Ok(rules)
+    }
+
+    /// Loads every rule file in `dir`: one domain per file. Names starting with `.` (including
+    /// a ConfigMap's `..data` and `..2024_…` entries) and directories are skipped; symlinks are
+    /// followed, so a ConfigMap mount works as is.
+    pub fn load_dir(dir: &Path) -> Result<Rules, RuleError> {
+        let mut parsed = Vec::new();
+        for path in rule_files(dir)? {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(&path).map_err(|e| RuleError {
+                file: file.clone(),
+                path: String::new(),
+                reason: format!("cannot read file: {e}"),
+            })?;
+            parsed.push((file.clone(), parse::parse_domain(&file, &text)?));
+        }
+        Rules::from_domains(parsed)
+    }
+
+    /// The domain named `name`.
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains.get(name)
+    }
+
+    /// `(file, domain)` pairs in file-name order.
+    pub fn files(&self) -> &[(String, String)] {
+        &self.files
+    }
+
+    /// Matches one descriptor (its `(key, value)` entries, in order) in `domain`.
+    ///
+    /// Each entry descends one level: exact value, then wildcards in file order, then the
+    /// default child. Only the node reached by the last entry can carry a limit.
+    pub fn lookup<'a, 'e, I>(&'a self, domain: &str, entries: I) -> Lookup<'a>
+    where
+        I: IntoIterator<Item = (&'e str, &'e str)>,
+    {
+        let Some(d) = self.domains.get(domain) else {
+            return Lookup::UnknownDomain;
+        };
+        let mut level = &d.root;
+        let mut node: Option<&Node> = None;
+        let mut counter_key = String::with_capacity(64);
+        counter_key.push_str(domain);
+        for (key, value) in entries {
+            let Some((child, kind)) = level.child(key, value) else {
+                return Lookup::NoMatch;
+            };
+            let counted_value = match (kind, child.share_threshold, &child.value) {
+                (MatchKind::Wildcard, true, Some(pattern)) => pattern.as_str(),
+                _ => value,
+            };
+            push_entry(&mut counter_key, key, counted_value);
+            level = &child.children;
+            node = Some(child);
+        }
+        match node {
+            Some(node) => Lookup::Matched { node, counter_key },
+            None => Lookup::NoMatch,
+        }
+    }
+}
+
+/// Appends `_key_value` to a counter key, as envoyproxy/ratelimit builds its cache keys.
+pub fn push_entry(counter_key: &mut String, key: &str, value: &str) {
+    counter_key.push('_');
+    counter_key.push_str(key);
+    counter_key.push('_');
+    counter_key.push_str(value);
+}
+
+/// The files of a rule directory that hold rules, sorted by name.
+fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
+    let dir_err = |reason: String| RuleError {
+        file: dir.display().to_string(),
+        path: String::new(),
+        reason,
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| dir_err(format!("cannot read rule directory: {e}")))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| dir_err(format!("cannot list rule directory: {e}")))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        // `metadata` follows symlinks: a ConfigMap's `config.yaml -> ..data/config.yaml`.
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => files.push(path),
+            Ok(_) => {}
+            // A dangling symlink mid-swap: skip it; the next reload sees the new target.
+            Err(_) => {}
+        }
+    }
+    files.sort();
+    Ok(files)
+}

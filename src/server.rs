@@ -1,0 +1,143 @@
+//! The gRPC server: ShouldRateLimit, `grpc.health.v1` and reflection (v1 and v1alpha), with a
+//! graceful shutdown that reports NOT_SERVING before it stops accepting.
+
+use crate::clock::SystemClock;
+use crate::rules::{RuleError, Rules};
+use crate::service::response::ResponseOptions;
+use crate::service::rls::{RateLimiter, RlsService};
+use crate::settings::{Backend, Settings};
+use crate::store::memory::MemoryStore;
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
+
+/// The descriptor set of the vendored protos, built by `build.rs`.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+
+/// Health service names that report the rate-limit service: the empty name, upstream's
+/// `ratelimit`, and the full gRPC service name.
+pub const HEALTH_NAMES: [&str; 3] = ["", "ratelimit", "envoy.service.ratelimit.v3.RateLimitService"];
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The rule directory is invalid at start-up.
+    #[error("invalid rules: {0}")]
+    Rules(#[from] RuleError),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// Building reflection failed (a broken descriptor set: a build bug).
+    #[error("reflection: {0}")]
+    Reflection(String),
+    /// The transport failed.
+    #[error("grpc server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A bound, not yet serving, sluice.
+pub struct Server {
+    /// The bound gRPC listener (port 0 resolved).
+    listener: TcpListener,
+    /// Settings it runs with.
+    settings: Settings,
+    /// Loaded rules, shared with the limiter (reload swaps them).
+    rules: Arc<ArcSwap<Rules>>,
+}
+
+impl Server {
+    /// Loads the rules and binds the gRPC listener.
+    pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
+        let rules = Rules::load_dir(&settings.rules_dir)?;
+        tracing::info!(
+            dir = %settings.rules_dir.display(),
+            domains = rules.files().len(),
+            "rules loaded"
+        );
+        let listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: settings.grpc_addr,
+                source,
+            })?;
+        Ok(Server {
+            listener,
+            settings,
+            rules: Arc::new(ArcSwap::from_pointee(rules)),
+        })
+    }
+
+    /// The address gRPC is served on.
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then reports NOT_SERVING, waits the configured
+    /// delay, stops accepting and lets in-flight calls finish.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        let Server {
+            listener,
+            settings,
+            rules,
+        } = self;
+        let options = ResponseOptions {
+            shadow_mode: settings.shadow_mode,
+            headers: settings.response_headers,
+        };
+        let store = match settings.backend {
+            Backend::Memory => Arc::new(MemoryStore::new(Arc::new(SystemClock), settings.memory_max_keys)),
+        };
+        let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
+        let limiter = Arc::new(RateLimiter::new(rules, store, options));
+
+        let (reporter, health) = tonic_health::server::health_reporter();
+        for name in HEALTH_NAMES {
+            reporter.set_service_status(name, ServingStatus::Serving).await;
+        }
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+        let delay = Duration::from_millis(settings.shutdown_delay_ms);
+        let drain = async move {
+            shutdown.await;
+            tracing::info!("shutting down: reporting NOT_SERVING");
+            for name in HEALTH_NAMES {
+                reporter.set_service_status(name, ServingStatus::NotServing).await;
+            }
+            tokio::time::sleep(delay).await;
+        };
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: settings.grpc_addr,
+            source,
+        })?;
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        tracing::info!("listening grpc={addr}");
+        let result = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(RateLimitServiceServer::new(RlsService(limiter)))
+            .serve_with_incoming_shutdown(incoming, drain)
+            .await;
+        sweeper.abort();
+        tracing::info!("stopped");
+        Ok(result?)
+    }
+}

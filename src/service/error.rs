@@ -1,0 +1,38 @@
+//! The one place where errors become gRPC statuses.
+
+use crate::store::StoreError;
+
+/// Why a call could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// The request is malformed; `field` names the offending field.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// Path of the field, e.g. `descriptors[0].limit.unit`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The counter store failed (Envoy then applies its `failure_mode_deny`).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    /// An invalid-argument error for `field`.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ServiceError {
+        ServiceError::InvalidArgument {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ServiceError> for tonic::Status {
+    fn from(e: ServiceError) -> tonic::Status {
+        match &e {
+            ServiceError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
+            ServiceError::Store(_) => tonic::Status::unavailable(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The gRPC-facing layer: request validation, the decision flow, responses, error mapping.
+//!
+//! - [`rls`]: `ShouldRateLimit` ([`rls::RateLimiter`] is the engine every API calls).
+//! - [`validate`]: request checks → `INVALID_ARGUMENT` naming the field.
+//! - [`response`]: statuses, overall code, rate-limit headers.
+//! - [`error`]: the single conversion of errors to `tonic::Status`.
+
+pub mod error;
+pub mod response;
+pub mod rls;
+pub mod validate;

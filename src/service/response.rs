@@ -1,0 +1,261 @@
+//! From a plan and its outcomes to the `RateLimitResponse`: statuses in request order, the
+//! overall code (shadow and quota rules), and the optional rate-limit headers.
+
+use crate::limiter::plan::{LimitRef, Plan, Planned};
+use crate::limiter::{ceil_secs, Outcome};
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
+    Code, DescriptorStatus, RateLimit,
+};
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
+use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Which rate-limit headers to add to the response (`response_headers_to_add`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderMode {
+    /// None (the default, as upstream).
+    #[default]
+    Off,
+    /// envoyproxy/ratelimit's `RateLimit-Limit`/`-Remaining`/`-Reset` for the descriptor
+    /// nearest its limit.
+    Ratelimit,
+    /// IETF draft-10 `RateLimit-Policy` and `RateLimit` covering every limited descriptor.
+    Draft10,
+    /// Both.
+    All,
+}
+
+impl HeaderMode {
+    /// Parses `off`, `ratelimit`, `draft10` or `all`.
+    pub fn parse(s: &str) -> Option<HeaderMode> {
+        match s {
+            "off" => Some(HeaderMode::Off),
+            "ratelimit" => Some(HeaderMode::Ratelimit),
+            "draft10" => Some(HeaderMode::Draft10),
+            "all" => Some(HeaderMode::All),
+            _ => None,
+        }
+    }
+}
+
+/// Settings that shape every response.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResponseOptions {
+    /// Global shadow mode: an OVER_LIMIT overall answer becomes OK (statuses keep the truth).
+    pub shadow_mode: bool,
+    /// Rate-limit headers to add.
+    pub headers: HeaderMode,
+}
+
+/// A descriptor's answer plus what the headers need to know about it.
+struct Decided {
+    status: DescriptorStatus,
+    /// The op (index into the plan) the status reports, if any limit applied.
+    binding: Option<usize>,
+    /// Denied by a limit (before shadow mode rewrote the status).
+    over: bool,
+}
+
+/// Builds the response for `plan` given one outcome per op.
+pub fn respond(plan: &Plan<'_>, outcomes: &[Outcome], opts: ResponseOptions) -> RateLimitResponse {
+    let decided: Vec<Decided> = plan
+        .descriptors
+        .iter()
+        .map(|d| decide(plan, d, outcomes))
+        .collect();
+    let mut any_hard_over = false;
+    let (mut quota_total, mut quota_over) = (0usize, 0usize);
+    for (d, planned) in decided.iter().zip(&plan.descriptors) {
+        let counted_over = d.over && !planned.shadow();
+        if planned.quota() {
+            quota_total += 1;
+            quota_over += usize::from(counted_over);
+        } else if counted_over {
+            any_hard_over = true;
+        }
+    }
+    let over = any_hard_over || (quota_total > 0 && quota_over == quota_total);
+    let mut headers = Vec::new();
+    if opts.headers != HeaderMode::Off {
+        headers = rate_limit_headers(plan, &decided, outcomes, opts.headers);
+        if over && !opts.shadow_mode {
+            let retry = decided
+                .iter()
+                .zip(&plan.descriptors)
+                .filter(|(d, p)| d.over && !p.shadow())
+                .filter_map(|(d, _)| d.binding.map(|i| ceil_secs(outcomes[i].retry_after)))
+                .max()
+                .unwrap_or(1);
+            headers.push(header("Retry-After", retry.max(1).to_string()));
+        }
+    }
+    let overall = if over && !opts.shadow_mode {
+        Code::OverLimit
+    } else {
+        Code::Ok
+    };
+    RateLimitResponse {
+        overall_code: overall as i32,
+        statuses: decided.into_iter().map(|d| d.status).collect(),
+        response_headers_to_add: headers,
+        ..Default::default()
+    }
+}
+
+/// The status of one descriptor: the op nearest its limit (a denying op first) speaks for it.
+fn decide(plan: &Plan<'_>, planned: &Planned<'_>, outcomes: &[Outcome]) -> Decided {
+    let ops = match planned {
+        Planned::NoLimit => return unlimited_status(0),
+        Planned::Unlimited => return unlimited_status(u32::MAX),
+        Planned::Limited { ops, .. } => ops.clone(),
+    };
+    let Some(binding) = ops.clone().min_by_key(|&i| {
+        let o = &outcomes[i];
+        // Denied first (longest wait first), then least remaining.
+        (o.allowed, std::cmp::Reverse(o.retry_after), o.remaining)
+    }) else {
+        return unlimited_status(0);
+    };
+    let o = &outcomes[binding];
+    let limit = plan.limits[binding];
+    let over = !o.allowed;
+    let code = if over && !planned.shadow() {
+        Code::OverLimit
+    } else {
+        Code::Ok
+    };
+    let until = if over { o.retry_after } else { o.reset_after };
+    Decided {
+        status: DescriptorStatus {
+            code: code as i32,
+            current_limit: Some(current_limit(&limit)),
+            limit_remaining: o.remaining,
+            duration_until_reset: Some(pb_duration(until)),
+            quota: None,
+        },
+        binding: Some(binding),
+        over,
+    }
+}
+
+fn unlimited_status(remaining: u32) -> Decided {
+    Decided {
+        status: DescriptorStatus {
+            code: Code::Ok as i32,
+            limit_remaining: remaining,
+            ..Default::default()
+        },
+        binding: None,
+        over: false,
+    }
+}
+
+fn current_limit(limit: &LimitRef<'_>) -> RateLimit {
+    RateLimit {
+        name: limit.name().to_owned(),
+        requests_per_unit: limit.requests_per_unit(),
+        unit: limit.unit().to_proto() as i32,
+    }
+}
+
+fn pb_duration(d: Duration) -> PbDuration {
+    PbDuration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn header(key: &str, value: String) -> HeaderValue {
+    HeaderValue {
+        key: key.to_owned(),
+        value,
+        ..Default::default()
+    }
+}
+
+/// `RateLimit-Limit/-Remaining/-Reset` (upstream) and/or draft-10 `RateLimit-Policy`/`RateLimit`.
+fn rate_limit_headers(
+    plan: &Plan<'_>,
+    decided: &[Decided],
+    outcomes: &[Outcome],
+    mode: HeaderMode,
+) -> Vec<HeaderValue> {
+    let mut out = Vec::new();
+    if matches!(mode, HeaderMode::Ratelimit | HeaderMode::All) {
+        // Upstream: a (non-quota) OVER_LIMIT descriptor wins, else the smallest remaining.
+        let nearest = decided
+            .iter()
+            .zip(&plan.descriptors)
+            .filter(|(d, _)| d.binding.is_some())
+            .min_by_key(|(d, p)| {
+                let hard_over = d.status.code == Code::OverLimit as i32 && !p.quota();
+                (!hard_over, d.status.limit_remaining)
+            });
+        if let Some((d, _)) = nearest {
+            if let (Some(limit), Some(i)) = (&d.status.current_limit, d.binding) {
+                out.push(header("RateLimit-Limit", limit.requests_per_unit.to_string()));
+                out.push(header("RateLimit-Remaining", d.status.limit_remaining.to_string()));
+                out.push(header(
+                    "RateLimit-Reset",
+                    outcomes[i].reset_after.as_secs().max(1).to_string(),
+                ));
+            }
+        }
+    }
+    if matches!(mode, HeaderMode::Draft10 | HeaderMode::All) {
+        let (mut policy, mut state) = (String::new(), String::new());
+        for planned in &plan.descriptors {
+            let Planned::Limited { ops, node } = planned else {
+                continue;
+            };
+            for i in ops.clone() {
+                let limit = plan.limits[i];
+                let o = &outcomes[i];
+                let name = policy_name(limit.name(), node.map(|n| n.stats_key.as_str()), i);
+                let sep = if policy.is_empty() { "" } else { ", " };
+                let _ = write!(
+                    policy,
+                    "{sep}{name};q={};w={}",
+                    limit.requests_per_unit(),
+                    limit.unit().seconds()
+                );
+                let t = if o.allowed { o.reset_after } else { o.retry_after };
+                let _ = write!(state, "{sep}{name};r={};t={}", o.remaining, ceil_secs(t));
+            }
+        }
+        if !policy.is_empty() {
+            out.push(header("RateLimit-Policy", policy));
+            out.push(header("RateLimit", state));
+        }
+    }
+    out
+}
+
+/// A structured-field string naming a policy: the rule's name, else its stats key, else
+/// `override-<op>`; characters outside printable ASCII become `_`.
+fn policy_name(name: &str, stats_key: Option<&str>, op: usize) -> String {
+    let raw = if !name.is_empty() {
+        name.to_owned()
+    } else if let Some(k) = stats_key {
+        k.to_owned()
+    } else {
+        format!("override-{op}")
+    };
+    let mut s = String::with_capacity(raw.len() + 2);
+    s.push('"');
+    for c in raw.chars() {
+        match c {
+            '"' | '\\' => {
+                s.push('\\');
+                s.push(c);
+            }
+            ' '..='~' => s.push(c),
+            _ => s.push('_'),
+        }
+    }
+    s.push('"');
+    s
+}

@@ -1,0 +1,359 @@
+//! Settings: defaults → settings file (`--config`) → `SLUICE_*` environment → flags, validated
+//! once at start. The environment is passed in as a map, so tests never touch the process's.
+
+use crate::service::response::HeaderMode;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Why the command line or the settings were rejected (exit status 64).
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// Bad flags (clap's message, first line).
+    #[error("{0}")]
+    Flags(String),
+    /// A setting's value or the settings file is wrong.
+    #[error("invalid settings: {0}")]
+    Invalid(String),
+}
+
+/// Which counter store to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Counters in this process (one replica, no set-up).
+    Memory,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `sluice serve` needs, typed and validated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Directory of rule files (one domain per file).
+    pub rules_dir: PathBuf,
+    /// gRPC listener (ShouldRateLimit, health, reflection).
+    pub grpc_addr: SocketAddr,
+    /// HTTP listener (admin endpoints, added by later releases).
+    pub http_addr: SocketAddr,
+    /// Counter store.
+    pub backend: Backend,
+    /// Rate-limit headers added to responses.
+    pub response_headers: HeaderMode,
+    /// Global shadow mode: never answer OVER_LIMIT overall.
+    pub shadow_mode: bool,
+    /// Cap on live in-memory counters.
+    pub memory_max_keys: usize,
+    /// Seconds between sweeps of expired in-memory counters.
+    pub memory_sweep_secs: u64,
+    /// Milliseconds between reporting NOT_SERVING and closing the listener on SIGTERM, so
+    /// load balancers stop sending first.
+    pub shutdown_delay_ms: u64,
+    /// Log filter (`info`, `sluice=debug`, …).
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+}
+
+/// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
+pub const KEYS: &[&str] = &[
+    "rules_dir",
+    "grpc_addr",
+    "http_addr",
+    "backend",
+    "response_headers",
+    "shadow_mode",
+    "memory_max_keys",
+    "memory_sweep_secs",
+    "shutdown_delay_ms",
+    "log_level",
+    "log_format",
+];
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the service.
+    Serve(Box<Settings>),
+    /// Validate a rule directory and exit.
+    CheckConfig(PathBuf),
+    /// Print this text (help, version) and exit successfully.
+    Print(String),
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "Rate-limit service for Envoy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve gRPC (the default).
+    Serve(ServeArgs),
+    /// Validate the rule files of a directory; exit non-zero with the errors.
+    CheckConfig {
+        /// The rule directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Default, clap::Args)]
+struct ServeArgs {
+    /// Rule directory [env: SLUICE_RULES_DIR] [default: examples/rules]
+    #[arg(long = "rules", value_name = "DIR")]
+    rules_dir: Option<String>,
+    /// gRPC address [env: SLUICE_GRPC_ADDR] [default: 0.0.0.0:8081]
+    #[arg(long, value_name = "ADDR")]
+    grpc_addr: Option<String>,
+    /// HTTP address [env: SLUICE_HTTP_ADDR] [default: 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<String>,
+    /// Counter store: memory [env: SLUICE_BACKEND]
+    #[arg(long)]
+    backend: Option<String>,
+    /// Settings file (TOML) holding any of these settings [env: SLUICE_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// off | ratelimit | draft10 | all [env: SLUICE_RESPONSE_HEADERS]
+    #[arg(long)]
+    response_headers: Option<String>,
+    /// Never answer OVER_LIMIT overall [env: SLUICE_SHADOW_MODE]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    shadow_mode: Option<bool>,
+    /// Cap on live in-memory counters [env: SLUICE_MEMORY_MAX_KEYS]
+    #[arg(long)]
+    memory_max_keys: Option<u64>,
+    /// Delay between NOT_SERVING and closing on SIGTERM, ms [env: SLUICE_SHUTDOWN_DELAY_MS]
+    #[arg(long)]
+    shutdown_delay_ms: Option<u64>,
+    /// Log filter, e.g. info or sluice=debug [env: SLUICE_LOG_LEVEL]
+    #[arg(long)]
+    log_level: Option<String>,
+    /// text | json [env: SLUICE_LOG_FORMAT]
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+/// Parses the command line `args` (including the program name) with environment `env`.
+pub fn parse<I, T>(args: I, env: &HashMap<String, String>) -> Result<Invocation, SettingsError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    Ok(Invocation::Print(e.render().to_string()))
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    let first = text.lines().next().unwrap_or("bad arguments");
+                    Err(SettingsError::Flags(first.trim_start_matches("error: ").to_owned()))
+                }
+            };
+        }
+    };
+    let args = match cli.command {
+        Some(Command::CheckConfig { dir }) => return Ok(Invocation::CheckConfig(dir)),
+        Some(Command::Serve(args)) => args,
+        None => cli.serve,
+    };
+    load(&args, env).map(|s| Invocation::Serve(Box::new(s)))
+}
+
+fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+    let invalid = |e: config::ConfigError| SettingsError::Invalid(e.to_string());
+    let mut b = config::Config::builder()
+        .set_default("rules_dir", "examples/rules")
+        .and_then(|b| b.set_default("grpc_addr", "0.0.0.0:8081"))
+        .and_then(|b| b.set_default("http_addr", "0.0.0.0:8080"))
+        .and_then(|b| b.set_default("backend", "memory"))
+        .and_then(|b| b.set_default("response_headers", "off"))
+        .and_then(|b| b.set_default("shadow_mode", false))
+        .and_then(|b| b.set_default("memory_max_keys", 10_000_000u64))
+        .and_then(|b| b.set_default("memory_sweep_secs", 5u64))
+        .and_then(|b| b.set_default("shutdown_delay_ms", 0u64))
+        .and_then(|b| b.set_default("log_level", "info"))
+        .and_then(|b| b.set_default("log_format", "text"))
+        .map_err(invalid)?;
+    let file = args
+        .config
+        .clone()
+        .or_else(|| env.get("SLUICE_CONFIG").map(PathBuf::from));
+    if let Some(path) = file {
+        if !path.is_file() {
+            return Err(SettingsError::Invalid(format!(
+                "settings file {} does not exist",
+                path.display()
+            )));
+        }
+        b = b.add_source(config::File::from(path).format(config::FileFormat::Toml));
+    }
+    // Only our own variables: Kubernetes injects SLUICE_PORT & co. for a Service named sluice.
+    let ours: config::Map<String, String> = KEYS
+        .iter()
+        .filter_map(|k| {
+            let var = format!("SLUICE_{}", k.to_uppercase());
+            env.get(&var).map(|v| (var, v.clone()))
+        })
+        .collect();
+    b = b.add_source(
+        config::Environment::with_prefix("SLUICE")
+            .prefix_separator("_")
+            .try_parsing(true)
+            .source(Some(ours)),
+    );
+    let overrides: [(&str, Option<config::Value>); 10] = [
+        ("rules_dir", args.rules_dir.clone().map(Into::into)),
+        ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
+        ("http_addr", args.http_addr.clone().map(Into::into)),
+        ("backend", args.backend.clone().map(Into::into)),
+        ("response_headers", args.response_headers.clone().map(Into::into)),
+        ("shadow_mode", args.shadow_mode.map(Into::into)),
+        ("memory_max_keys", args.memory_max_keys.map(Into::into)),
+        ("shutdown_delay_ms", args.shutdown_delay_ms.map(Into::into)),
+        ("log_level", args.log_level.clone().map(Into::into)),
+        ("log_format", args.log_format.clone().map(Into::into)),
+    ];
+    for (key, value) in overrides {
+        if let Some(v) = value {
+            b = b.set_override(key, v).map_err(invalid)?;
+        }
+    }
+    let settings: Settings = b
+        .build()
+        .map_err(invalid)?
+        .try_deserialize()
+        .map_err(invalid)?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        if self.memory_max_keys == 0 {
+            return Err(SettingsError::Invalid(
+                "memory_max_keys must be at least 1".into(),
+            ));
+        }
+        if self.memory_sweep_secs == 0 {
+            return Err(SettingsError::Invalid(
+                "memory_sweep_secs must be at least 1".into(),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(SettingsError::Invalid(format!(
+                "log_level '{}' is not a valid filter",
+                self.log_level
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve(args: &[&str], env: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let argv = std::iter::once("sluice").chain(args.iter().copied());
+        match parse(argv, &env)? {
+            Invocation::Serve(s) => Ok(*s),
+            other => panic!("expected serve, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = serve(&[], &[]).expect("defaults are valid");
+        assert_eq!(s.grpc_addr.to_string(), "0.0.0.0:8081");
+        assert_eq!(s.http_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(s.rules_dir, PathBuf::from("examples/rules"));
+        assert_eq!(s.backend, Backend::Memory);
+        assert_eq!(s.response_headers, HeaderMode::Off);
+        assert!(!s.shadow_mode);
+    }
+
+    #[test]
+    fn flags_beat_env_beat_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nrules_dir = \"/f\"\n")
+            .expect("write");
+        let file = file.to_string_lossy().to_string();
+        let s = serve(
+            &["--config", &file, "--grpc-addr", "127.0.0.1:3"],
+            &[("SLUICE_GRPC_ADDR", "127.0.0.1:4"), ("SLUICE_HTTP_ADDR", "127.0.0.1:5")],
+        )
+        .expect("valid");
+        assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:3");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:5");
+        assert_eq!(s.rules_dir, PathBuf::from("/f"));
+    }
+
+    #[test]
+    fn env_twins() {
+        let s = serve(
+            &[],
+            &[
+                ("SLUICE_RULES_DIR", "/r"),
+                ("SLUICE_SHADOW_MODE", "true"),
+                ("SLUICE_RESPONSE_HEADERS", "draft10"),
+                ("SLUICE_PORT", "tcp://10.0.0.1:8081"),
+            ],
+        )
+        .expect("valid");
+        assert_eq!(s.rules_dir, PathBuf::from("/r"));
+        assert!(s.shadow_mode);
+        assert_eq!(s.response_headers, HeaderMode::Draft10);
+    }
+
+    #[test]
+    fn shadow_flag_without_value() {
+        assert!(serve(&["--shadow-mode"], &[]).expect("valid").shadow_mode);
+        assert!(!serve(&["--shadow-mode=false"], &[("SLUICE_SHADOW_MODE", "true")])
+            .expect("valid")
+            .shadow_mode);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = serve(&["--grpc-addr", "nonsense"], &[]).expect_err("bad addr");
+        assert!(e.to_string().contains("grpc_addr"), "{e}");
+        let e = serve(&["--response-headers", "maybe"], &[]).expect_err("bad mode");
+        assert!(e.to_string().contains("response_headers"), "{e}");
+        let e = serve(&[], &[("SLUICE_BACKEND", "etcd")]).expect_err("bad backend");
+        assert!(e.to_string().contains("backend"), "{e}");
+        assert!(serve(&["--no-such-flag"], &[]).is_err());
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("s.toml");
+        std::fs::write(&file, "grpc_adr = \"127.0.0.1:1\"\n").expect("write");
+        let e = serve(&["--config", &file.to_string_lossy()], &[]).expect_err("typo");
+        assert!(e.to_string().contains("grpc_adr"), "{e}");
+    }
+}

@@ -1,0 +1,279 @@
+//! The embedded store: counters in this process, exact under concurrency, bounded in size.
+//!
+//! Keys are spread over 64 shards, each a mutex-guarded hash table; an op holds its shard's
+//! lock only while the algorithm runs (never across an `.await`), so concurrent requests for
+//! one key are serialised and none is over-admitted. Expired counters are swept periodically
+//! and when a shard is full; a cap bounds the number of live counters.
+
+use crate::clock::Clock;
+use crate::limiter::fixed_window::FixedWindow;
+use crate::limiter::sliding_log::SlidingLog;
+use crate::limiter::sliding_window::SlidingWindow;
+use crate::limiter::token_bucket::TokenBucket;
+use crate::limiter::{Op, Outcome};
+use crate::rules::model::Algorithm;
+use crate::store::{Store, StoreError};
+use hashbrown::hash_table::{Entry, HashTable};
+use hashbrown::DefaultHashBuilder;
+use parking_lot::Mutex;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Number of shards (a power of two); enough that two cores rarely contend.
+const SHARDS: usize = 64;
+
+/// One counter's state, by algorithm.
+#[derive(Debug)]
+enum State {
+    Fixed(FixedWindow),
+    Sliding(SlidingWindow),
+    Log(Box<SlidingLog>),
+    Bucket(TokenBucket),
+}
+
+impl State {
+    fn new(algorithm: Algorithm) -> State {
+        match algorithm {
+            Algorithm::FixedWindow => State::Fixed(FixedWindow::default()),
+            Algorithm::SlidingWindow => State::Sliding(SlidingWindow::default()),
+            Algorithm::SlidingLog => State::Log(Box::default()),
+            Algorithm::TokenBucket => State::Bucket(TokenBucket::default()),
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            State::Fixed(_) => Algorithm::FixedWindow,
+            State::Sliding(_) => Algorithm::SlidingWindow,
+            State::Log(_) => Algorithm::SlidingLog,
+            State::Bucket(_) => Algorithm::TokenBucket,
+        }
+    }
+
+    /// Runs the op's algorithm; returns the outcome and when the state expires (ms).
+    fn decide(&mut self, now: Duration, op: &Op) -> (Outcome, u64) {
+        if self.algorithm() != op.algorithm {
+            // The rule changed algorithm on reload: start afresh.
+            *self = State::new(op.algorithm);
+        }
+        let (outcome, expires) = match self {
+            State::Fixed(s) => (s.decide(now, op), s.expires_at(op)),
+            State::Sliding(s) => (s.decide(now, op), s.expires_at(op)),
+            State::Log(s) => (s.decide(now, op), s.expires_at(op)),
+            State::Bucket(s) => (s.decide(now, op), s.expires_at()),
+        };
+        (outcome, millis(expires))
+    }
+}
+
+/// One live counter.
+#[derive(Debug)]
+struct Slot {
+    /// The op's key; boxed to keep the slot small.
+    key: Box<str>,
+    /// When the state stops mattering (ms since the epoch); the sweeper drops it after.
+    expires_ms: u64,
+    /// The algorithm's state.
+    state: State,
+}
+
+/// Counters held in this process.
+pub struct MemoryStore {
+    /// Mutex-guarded tables; a key lives in shard `(hash >> 32) % SHARDS`.
+    shards: Box<[Mutex<HashTable<Slot>>]>,
+    /// Randomly seeded hasher (keys come from requests: no predictable collisions).
+    hasher: DefaultHashBuilder,
+    /// Where time comes from (injectable for exact tests).
+    clock: Arc<dyn Clock>,
+    /// Live counters allowed per shard: the configured cap divided among shards.
+    shard_cap: usize,
+    /// Live counters now, kept up to date for the gauge and tests.
+    live: AtomicUsize,
+}
+
+impl MemoryStore {
+    /// A store with room for about `max_keys` live counters.
+    pub fn new(clock: Arc<dyn Clock>, max_keys: usize) -> MemoryStore {
+        MemoryStore {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            hasher: DefaultHashBuilder::default(),
+            clock,
+            shard_cap: max_keys.div_ceil(SHARDS).max(1),
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// Live counters (including expired ones not yet swept).
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether no counter is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Runs `ops` at the clock's current time.
+    pub fn apply_now(&self, ops: &[Op]) -> Vec<Outcome> {
+        let now = self.clock.now();
+        ops.iter().map(|op| self.apply_one(now, op)).collect()
+    }
+
+    fn apply_one(&self, now: Duration, op: &Op) -> Outcome {
+        let hash = self.hasher.hash_one(op.key.as_str());
+        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
+        let mut table = shard.lock();
+        let entry = table.entry(hash, |s| *s.key == *op.key, |s| self.hasher.hash_one(&*s.key));
+        match entry {
+            Entry::Occupied(mut e) => {
+                let slot = e.get_mut();
+                let (outcome, expires) = slot.state.decide(now, op);
+                slot.expires_ms = expires;
+                outcome
+            }
+            Entry::Vacant(_) => {
+                let mut state = State::new(op.algorithm);
+                let (outcome, expires_ms) = state.decide(now, op);
+                // A check or a refund of an absent counter leaves nothing worth keeping.
+                if op.hits == 0 || op.refund {
+                    return outcome;
+                }
+                if table.len() >= self.shard_cap {
+                    let before = table.len();
+                    let now_ms = millis(now);
+                    table.retain(|s| s.expires_ms > now_ms);
+                    self.live.fetch_sub(before - table.len(), Ordering::Relaxed);
+                    if table.len() >= self.shard_cap {
+                        metrics::counter!("sluice_memory_store_full_total").increment(1);
+                        return outcome;
+                    }
+                }
+                let slot = Slot {
+                    key: op.key.as_str().into(),
+                    expires_ms,
+                    state,
+                };
+                table.insert_unique(hash, slot, |s| self.hasher.hash_one(&*s.key));
+                self.live.fetch_add(1, Ordering::Relaxed);
+                outcome
+            }
+        }
+    }
+
+    /// Drops every counter whose window has passed; returns how many.
+    pub fn sweep(&self) -> usize {
+        let now_ms = millis(self.clock.now());
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            let mut table = shard.lock();
+            let before = table.len();
+            table.retain(|s| s.expires_ms > now_ms);
+            if table.capacity() > 4 * table.len().max(16) {
+                table.shrink_to_fit(|s| self.hasher.hash_one(&*s.key));
+            }
+            dropped += before - table.len();
+        }
+        self.live.fetch_sub(dropped, Ordering::Relaxed);
+        metrics::gauge!("sluice_memory_store_keys").set(self.len() as f64);
+        dropped
+    }
+
+    /// Sweeps every `every` until the returned task is aborted (or the runtime stops).
+    pub fn spawn_sweeper(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let store = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                store.sweep();
+            }
+        })
+    }
+}
+
+impl Store for MemoryStore {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+        Ok(self.apply_now(ops))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn op(key: &str, limit: u32, period: u64, hits: u64) -> Op {
+        Op {
+            key: key.into(),
+            algorithm: Algorithm::FixedWindow,
+            requests_per_unit: limit,
+            period_secs: period,
+            burst: limit,
+            hits,
+            refund: false,
+        }
+    }
+
+    fn store(cap: usize) -> (Arc<ManualClock>, MemoryStore) {
+        let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000)));
+        let store = MemoryStore::new(clock.clone(), cap);
+        (clock, store)
+    }
+
+    #[test]
+    fn counts_per_key() {
+        let (_, s) = store(1000);
+        let out = s.apply_now(&[op("a", 2, 60, 1), op("b", 2, 60, 1), op("a", 2, 60, 1)]);
+        assert_eq!(out.iter().map(|o| o.remaining).collect::<Vec<_>>(), [1, 1, 0]);
+        assert!(!s.apply_now(&[op("a", 2, 60, 1)])[0].allowed);
+        assert_eq!(s.len(), 2);
+    }
+
+    #[test]
+    fn expired_windows_are_swept() {
+        let (clock, s) = store(1000);
+        s.apply_now(&[op("a", 2, 1, 1), op("b", 2, 60, 1)]);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(s.sweep(), 1);
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn checks_and_refunds_of_absent_keys_store_nothing() {
+        let (_, s) = store(1000);
+        let mut refund = op("r", 2, 60, 1);
+        refund.refund = true;
+        let out = s.apply_now(&[op("c", 2, 60, 0), refund]);
+        assert!(out.iter().all(|o| o.allowed));
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_cap_bounds_live_keys() {
+        let (clock, s) = store(SHARDS); // one key per shard
+        for i in 0..10 * SHARDS {
+            s.apply_now(&[op(&format!("k{i}"), 5, 1, 1)]);
+        }
+        assert!(s.len() <= SHARDS, "{} live keys", s.len());
+        // Once windows pass, full shards make room by sweeping.
+        clock.advance(Duration::from_secs(5));
+        s.apply_now(&[op("fresh", 5, 60, 1)]);
+        assert!(s.len() <= SHARDS);
+    }
+
+    #[test]
+    fn changing_algorithm_starts_afresh() {
+        let (_, s) = store(1000);
+        s.apply_now(&[op("a", 1, 60, 1)]);
+        let mut tb = op("a", 1, 60, 1);
+        tb.algorithm = Algorithm::TokenBucket;
+        assert!(s.apply_now(&[tb])[0].allowed);
+    }
+}
