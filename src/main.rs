@@ -72,7 +72,10 @@ fn init_logging(settings: &Settings) {
     // Validated in settings; fall back to `info` rather than fail here.
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi);
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -1,7 +1,7 @@
 //! The gRPC server: ShouldRateLimit, `grpc.health.v1` and reflection (v1 and v1alpha), with a
 //! graceful shutdown that reports NOT_SERVING before it stops accepting.
 
-use crate::clock::SystemClock;
+use crate::clock::{Clock, SystemClock};
 use crate::rules::{RuleError, Rules};
 use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
@@ -51,11 +51,21 @@ pub struct Server {
     settings: Settings,
     /// Loaded rules, shared with the limiter (reload swaps them).
     rules: Arc<ArcSwap<Rules>>,
+    /// Time for the counters (the system clock, or a test's manual clock).
+    clock: Arc<dyn Clock>,
 }
 
 impl Server {
     /// Loads the rules and binds the gRPC listener.
     pub async fn bind(settings: Settings) -> Result<Server, ServeError> {
+        Server::bind_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// [`Server::bind`] with the counters' time coming from `clock`.
+    pub async fn bind_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Server, ServeError> {
         let rules = Rules::load_dir(&settings.rules_dir)?;
         tracing::info!(
             dir = %settings.rules_dir.display(),
@@ -72,6 +82,7 @@ impl Server {
             listener,
             settings,
             rules: Arc::new(ArcSwap::from_pointee(rules)),
+            clock,
         })
     }
 
@@ -87,13 +98,14 @@ impl Server {
             listener,
             settings,
             rules,
+            clock,
         } = self;
         let options = ResponseOptions {
             shadow_mode: settings.shadow_mode,
             headers: settings.response_headers,
         };
         let store = match settings.backend {
-            Backend::Memory => Arc::new(MemoryStore::new(Arc::new(SystemClock), settings.memory_max_keys)),
+            Backend::Memory => Arc::new(MemoryStore::new(clock, settings.memory_max_keys)),
         };
         let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
         let limiter = Arc::new(RateLimiter::new(rules, store, options));

@@ -20,7 +20,7 @@
 #![forbid(unsafe_code)]
 
 use std::error::Error;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -158,7 +158,8 @@ enum BenchError {
         target: SocketAddr,
         source: tonic::transport::Error,
     },
-    Histogram(String),
+    HistogramSetup(hdrhistogram::CreationError),
+    HistogramMerge(hdrhistogram::AdditionError),
     Worker(tokio::task::JoinError),
 }
 
@@ -166,8 +167,9 @@ impl fmt::Display for BenchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Connect { target, .. } => write!(f, "connecting to {target}"),
-            Self::Histogram(why) => write!(f, "latency histogram: {why}"),
-            Self::Worker(e) => write!(f, "load task failed: {e}"),
+            Self::HistogramSetup(_) => write!(f, "creating the latency histogram"),
+            Self::HistogramMerge(_) => write!(f, "merging latency histograms"),
+            Self::Worker(_) => write!(f, "a load task failed"),
         }
     }
 }
@@ -176,7 +178,9 @@ impl Error for BenchError {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
         match self {
             Self::Connect { source, .. } => Some(source),
-            Self::Histogram(_) | Self::Worker(_) => None,
+            Self::HistogramSetup(e) => Some(e),
+            Self::HistogramMerge(e) => Some(e),
+            Self::Worker(e) => Some(e),
         }
     }
 }
@@ -233,7 +237,7 @@ fn error_chain(error: &(dyn Error + 'static)) -> String {
 fn build_runtime(threads: Option<u16>) -> std::io::Result<tokio::runtime::Runtime> {
     let workers = match threads {
         Some(n) => usize::from(n),
-        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        None => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
     };
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -348,7 +352,7 @@ impl Tally {
     fn merge(&mut self, other: &Self) -> Result<(), BenchError> {
         self.latency_ns
             .add(&other.latency_ns)
-            .map_err(|e| BenchError::Histogram(format!("{e:?}")))?;
+            .map_err(BenchError::HistogramMerge)?;
         self.errors += other.errors;
         self.over_limit += other.over_limit;
         Ok(())
@@ -434,8 +438,8 @@ impl RunPlan {
 }
 
 async fn run_load(args: LoadArgs) -> Result<(), BoxError> {
-    let template = Histogram::new_with_bounds(1, MAX_TRACKED_NANOS, 3)
-        .map_err(|e| BenchError::Histogram(format!("{e:?}")))?;
+    let template =
+        Histogram::new_with_bounds(1, MAX_TRACKED_NANOS, 3).map_err(BenchError::HistogramSetup)?;
     let clients = connect_all(args.target, args.connections).await?;
     let plan = RunPlan::new(&args);
     let streams = args.streams as usize;
@@ -686,7 +690,9 @@ fn json_string(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
