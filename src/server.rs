@@ -17,11 +17,16 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
 /// The descriptor set of the vendored protos, built by `build.rs`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
 /// Health service names that report the rate-limit service: the empty name, upstream's
 /// `ratelimit`, and the full gRPC service name.
-pub const HEALTH_NAMES: [&str; 3] = ["", "ratelimit", "envoy.service.ratelimit.v3.RateLimitService"];
+pub const HEALTH_NAMES: [&str; 3] = [
+    "",
+    "ratelimit",
+    "envoy.service.ratelimit.v3.RateLimitService",
+];
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +98,10 @@ impl Server {
 
     /// Serves until `shutdown` completes, then reports NOT_SERVING, waits the configured
     /// delay, stops accepting and lets in-flight calls finish.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let Server {
             listener,
             settings,
@@ -112,7 +120,9 @@ impl Server {
 
         let (reporter, health) = tonic_health::server::health_reporter();
         for name in HEALTH_NAMES {
-            reporter.set_service_status(name, ServingStatus::Serving).await;
+            reporter
+                .set_service_status(name, ServingStatus::Serving)
+                .await;
         }
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
@@ -130,7 +140,9 @@ impl Server {
             shutdown.await;
             tracing::info!("shutting down: reporting NOT_SERVING");
             for name in HEALTH_NAMES {
-                reporter.set_service_status(name, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
             }
             tokio::time::sleep(delay).await;
         };

@@ -103,7 +103,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve gRPC (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate the rule files of a directory; exit non-zero with the errors.
     CheckConfig {
         /// The rule directory.
@@ -165,14 +165,16 @@ where
                 _ => {
                     let text = e.render().to_string();
                     let first = text.lines().next().unwrap_or("bad arguments");
-                    Err(SettingsError::Flags(first.trim_start_matches("error: ").to_owned()))
+                    Err(SettingsError::Flags(
+                        first.trim_start_matches("error: ").to_owned(),
+                    ))
                 }
             };
         }
     };
     let args = match cli.command {
         Some(Command::CheckConfig { dir }) => return Ok(Invocation::CheckConfig(dir)),
-        Some(Command::Serve(args)) => args,
+        Some(Command::Serve(args)) => *args,
         None => cli.serve,
     };
     load(&args, env).map(|s| Invocation::Serve(Box::new(s)))
@@ -225,7 +227,10 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
         ("backend", args.backend.clone().map(Into::into)),
-        ("response_headers", args.response_headers.clone().map(Into::into)),
+        (
+            "response_headers",
+            args.response_headers.clone().map(Into::into),
+        ),
         ("shadow_mode", args.shadow_mode.map(Into::into)),
         ("memory_max_keys", args.memory_max_keys.map(Into::into)),
         ("shutdown_delay_ms", args.shutdown_delay_ms.map(Into::into)),
@@ -299,12 +304,18 @@ mod tests {
     fn flags_beat_env_beat_file() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("s.toml");
-        std::fs::write(&file, "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nrules_dir = \"/f\"\n")
-            .expect("write");
+        std::fs::write(
+            &file,
+            "grpc_addr = \"127.0.0.1:1\"\nhttp_addr = \"127.0.0.1:2\"\nrules_dir = \"/f\"\n",
+        )
+        .expect("write");
         let file = file.to_string_lossy().to_string();
         let s = serve(
             &["--config", &file, "--grpc-addr", "127.0.0.1:3"],
-            &[("SLUICE_GRPC_ADDR", "127.0.0.1:4"), ("SLUICE_HTTP_ADDR", "127.0.0.1:5")],
+            &[
+                ("SLUICE_GRPC_ADDR", "127.0.0.1:4"),
+                ("SLUICE_HTTP_ADDR", "127.0.0.1:5"),
+            ],
         )
         .expect("valid");
         assert_eq!(s.grpc_addr.to_string(), "127.0.0.1:3");
@@ -332,9 +343,11 @@ mod tests {
     #[test]
     fn shadow_flag_without_value() {
         assert!(serve(&["--shadow-mode"], &[]).expect("valid").shadow_mode);
-        assert!(!serve(&["--shadow-mode=false"], &[("SLUICE_SHADOW_MODE", "true")])
-            .expect("valid")
-            .shadow_mode);
+        assert!(
+            !serve(&["--shadow-mode=false"], &[("SLUICE_SHADOW_MODE", "true")])
+                .expect("valid")
+                .shadow_mode
+        );
     }
 
     #[test]

@@ -68,17 +68,34 @@ fn check_config_reports_file_path_and_reason() {
     let bad = run(&["check-config", &dir.path().to_string_lossy()]);
     assert_eq!(bad.status.code(), Some(1));
     let err = String::from_utf8_lossy(&bad.stderr);
-    assert!(err.contains("bad.yaml: descriptors[0].rate_limit.unit: invalid rate limit unit 'fortnight'"), "{err}");
+    assert!(
+        err.contains(
+            "bad.yaml: descriptors[0].rate_limit.unit: invalid rate limit unit 'fortnight'"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
 fn invalid_rules_stop_start_up() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("x.yaml"), "domain: x\ndescriptors:\n  - {key: k, ratelimit: {}}\n").expect("write");
-    let out = run(&["--rules", &dir.path().to_string_lossy(), "--grpc-addr", "127.0.0.1:0"]);
+    std::fs::write(
+        dir.path().join("x.yaml"),
+        "domain: x\ndescriptors:\n  - {key: k, ratelimit: {}}\n",
+    )
+    .expect("write");
+    let out = run(&[
+        "--rules",
+        &dir.path().to_string_lossy(),
+        "--grpc-addr",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("x.yaml: descriptors[0].ratelimit: config error, unknown key 'ratelimit'"), "{err}");
+    assert!(
+        err.contains("x.yaml: descriptors[0].ratelimit: config error, unknown key 'ratelimit'"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -105,7 +122,10 @@ fn logs_listening_line_then_stops_on_sigterm() {
     assert!(addr.ip().is_loopback() && addr.port() != 0);
     std::net::TcpStream::connect(addr).expect("accepts connections");
     let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
     assert!(killed.success());
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(0), "graceful exit on SIGTERM");

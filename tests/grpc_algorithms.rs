@@ -24,13 +24,23 @@ async fn token_bucket_bursts_then_refills() {
     let mut c = s.client().await;
     let one = || req("algo", vec![desc(&[("tb", "x")])]);
     for i in 0..5u32 {
-        assert_eq!(summary(&call(&mut c, one()).await), [(Code::Ok, 4 - i, Some(10))]);
+        assert_eq!(
+            summary(&call(&mut c, one()).await),
+            [(Code::Ok, 4 - i, Some(10))]
+        );
     }
     let r = call(&mut c, one()).await;
     assert_eq!(overall(&r), Code::OverLimit);
     let d = r.statuses[0].duration_until_reset.expect("retry time");
-    assert_eq!((d.seconds, d.nanos), (0, 100_000_000), "next token in 100 ms");
-    assert!(r.response_headers_to_add.iter().any(|h| h.key == "Retry-After" && h.value == "1"));
+    assert_eq!(
+        (d.seconds, d.nanos),
+        (0, 100_000_000),
+        "next token in 100 ms"
+    );
+    assert!(r
+        .response_headers_to_add
+        .iter()
+        .any(|h| h.key == "Retry-After" && h.value == "1"));
     s.clock.advance(Duration::from_millis(100));
     assert_eq!(overall(&call(&mut c, one()).await), Code::Ok);
     s.stop().await;
@@ -44,7 +54,10 @@ async fn sliding_window_weighs_the_previous_window() {
     assert_eq!(overall(&call(&mut c, hits(10)).await), Code::Ok);
     // Next minute, 30 s in (T0 is 1 s into its minute): estimate 10 × 0.5 = 5.
     s.clock.advance(Duration::from_secs(89));
-    assert_eq!(summary(&call(&mut c, hits(5)).await), [(Code::Ok, 0, Some(10))]);
+    assert_eq!(
+        summary(&call(&mut c, hits(5)).await),
+        [(Code::Ok, 0, Some(10))]
+    );
     assert_eq!(overall(&call(&mut c, hits(1)).await), Code::OverLimit);
     s.stop().await;
 }

@@ -21,7 +21,9 @@ fn headers(r: &RateLimitResponse) -> Vec<(String, String)> {
 }
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    v.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[tokio::test]
@@ -42,7 +44,11 @@ async fn ratelimit_headers_describe_the_descriptor_nearest_its_limit() {
     // T0 is 1 s into the minute and hour: minute resets in 59 s, hour in 3599 s.
     assert_eq!(
         headers(&r),
-        pairs(&[("RateLimit-Limit", "3"), ("RateLimit-Remaining", "2"), ("RateLimit-Reset", "3599")])
+        pairs(&[
+            ("RateLimit-Limit", "3"),
+            ("RateLimit-Remaining", "2"),
+            ("RateLimit-Reset", "3599")
+        ])
     );
     call(&mut c, both()).await;
     call(&mut c, both()).await;
@@ -65,14 +71,27 @@ async fn draft10_headers_cover_every_limited_descriptor() {
     let mut c = s.client().await;
     let r = call(
         &mut c,
-        req("h", vec![desc(&[("minute", "a")]), desc(&[("unmatched", "x")]), desc(&[("hour", "a")])]),
+        req(
+            "h",
+            vec![
+                desc(&[("minute", "a")]),
+                desc(&[("unmatched", "x")]),
+                desc(&[("hour", "a")]),
+            ],
+        ),
     )
     .await;
     assert_eq!(
         headers(&r),
         pairs(&[
-            ("RateLimit-Policy", "\"per-minute\";q=10;w=60, \"h.hour\";q=3;w=3600"),
-            ("RateLimit", "\"per-minute\";r=9;t=59, \"h.hour\";r=2;t=3599"),
+            (
+                "RateLimit-Policy",
+                "\"per-minute\";q=10;w=60, \"h.hour\";q=3;w=3600"
+            ),
+            (
+                "RateLimit",
+                "\"per-minute\";r=9;t=59, \"h.hour\";r=2;t=3599"
+            ),
         ])
     );
     s.stop().await;
@@ -86,7 +105,13 @@ async fn all_adds_both_sets() {
     let keys: Vec<String> = headers(&r).into_iter().map(|(k, _)| k).collect();
     assert_eq!(
         keys,
-        ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy", "RateLimit"]
+        [
+            "RateLimit-Limit",
+            "RateLimit-Remaining",
+            "RateLimit-Reset",
+            "RateLimit-Policy",
+            "RateLimit"
+        ]
     );
     s.stop().await;
 }

@@ -10,11 +10,14 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-const RULES: &str = "domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: second, requests_per_unit: 5}}\n";
+const RULES: &str =
+    "domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: second, requests_per_unit: 5}}\n";
 
 async fn status(c: &mut HealthClient<tonic::transport::Channel>, name: &str) -> ServingStatus {
     let r = c
-        .check(HealthCheckRequest { service: name.into() })
+        .check(HealthCheckRequest {
+            service: name.into(),
+        })
         .await
         .expect("health check answers")
         .into_inner();
@@ -25,12 +28,23 @@ async fn status(c: &mut HealthClient<tonic::transport::Channel>, name: &str) -> 
 async fn health_flips_before_shutdown_completes() {
     let mut s = TestServer::start(&[("d.yaml", RULES)], &["--shutdown-delay-ms", "300"]).await;
     let mut health = HealthClient::new(s.channel().await);
-    for name in ["", "ratelimit", "envoy.service.ratelimit.v3.RateLimitService"] {
-        assert_eq!(status(&mut health, name).await, ServingStatus::Serving, "{name:?}");
+    for name in [
+        "",
+        "ratelimit",
+        "envoy.service.ratelimit.v3.RateLimitService",
+    ] {
+        assert_eq!(
+            status(&mut health, name).await,
+            ServingStatus::Serving,
+            "{name:?}"
+        );
     }
     s.begin_shutdown();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(status(&mut health, "ratelimit").await, ServingStatus::NotServing);
+    assert_eq!(
+        status(&mut health, "ratelimit").await,
+        ServingStatus::NotServing
+    );
     assert_eq!(status(&mut health, "").await, ServingStatus::NotServing);
     s.stop().await;
 }
@@ -88,7 +102,10 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
         let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else {
             panic!("unexpected reflection answer");
         };
-        assert!(!files.file_descriptor_proto.is_empty(), "descriptor for rls.proto");
+        assert!(
+            !files.file_descriptor_proto.is_empty(),
+            "descriptor for rls.proto"
+        );
     }
     s.stop().await;
 }

@@ -47,12 +47,20 @@ fn readme_grpcurl_lines() -> Vec<String> {
     lines
 }
 
-fn run_line(line: &str, grpcurl: &PathBuf, addr: &str) -> String {
+fn run_line(line: &str, grpcurl: &std::path::Path, addr: &str) -> String {
     let cmd = line
         .replacen("grpcurl", &grpcurl.to_string_lossy(), 1)
         .replace("127.0.0.1:8081", addr);
-    let out = Command::new("sh").arg("-c").arg(&cmd).output().expect("run grpcurl");
-    assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(&cmd)
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).replace([' ', '\n'], "")
 }
 
@@ -81,11 +89,18 @@ fn readme_grpcurl_lines_work() {
     let addr = BufReader::new(stdout)
         .lines()
         .map_while(Result::ok)
-        .find_map(|l| l.split("listening grpc=").nth(1).map(|a| a.trim().to_owned()))
+        .find_map(|l| {
+            l.split("listening grpc=")
+                .nth(1)
+                .map(|a| a.trim().to_owned())
+        })
         .expect("listening line");
 
     let list = run_line(&lines[0], &grpcurl, &addr);
-    assert!(list.contains("envoy.service.ratelimit.v3.RateLimitService"), "{list}");
+    assert!(
+        list.contains("envoy.service.ratelimit.v3.RateLimitService"),
+        "{list}"
+    );
     assert!(list.contains("grpc.health.v1.Health"), "{list}");
 
     let mut first = run_line(&lines[1], &grpcurl, &addr);
@@ -96,13 +111,19 @@ fn readme_grpcurl_lines_work() {
         first = run_line(&lines[1], &grpcurl, &addr);
     }
     assert!(first.starts_with(r#"{"overallCode":"OK""#), "{first}");
-    assert!(first.contains(r#""requestsPerUnit":5,"unit":"MINUTE""#), "{first}");
+    assert!(
+        first.contains(r#""requestsPerUnit":5,"unit":"MINUTE""#),
+        "{first}"
+    );
     assert!(first.contains(r#""limitRemaining":4"#), "{first}");
     for _ in 0..4 {
         run_line(&lines[1], &grpcurl, &addr);
     }
     let sixth = run_line(&lines[1], &grpcurl, &addr);
-    assert!(sixth.starts_with(r#"{"overallCode":"OVER_LIMIT""#), "{sixth}");
+    assert!(
+        sixth.starts_with(r#"{"overallCode":"OVER_LIMIT""#),
+        "{sixth}"
+    );
 
     let health = run_line(&lines[2], &grpcurl, &addr);
     assert_eq!(health, r#"{"status":"SERVING"}"#);

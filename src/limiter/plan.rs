@@ -90,7 +90,7 @@ pub struct Plan<'a> {
 /// A descriptor after lookup, before `replaces` is applied.
 enum Resolved<'a> {
     None,
-    Unlimited,
+    Unlimited(&'a [String]),
     Rule(&'a Node, String),
     Override(LimitRef<'a>, String),
 }
@@ -109,17 +109,24 @@ impl<'a> Plan<'a> {
             .iter()
             .map(|d| resolve(rules, domain, d))
             .collect();
+        // Every matched limit's `replaces`, unlimited ones included (as upstream).
         let replaced: Vec<&str> = resolved
             .iter()
-            .filter_map(|r| match r {
-                Resolved::Rule(node, _) => match &node.policy {
-                    Policy::Limited(limits) => Some(limits),
-                    _ => None,
-                },
-                _ => None,
+            .flat_map(|r| {
+                let (limits, unlimited): (&[Limit], &[String]) = match r {
+                    Resolved::Rule(node, _) => match &node.policy {
+                        Policy::Limited(limits) => (limits, &[]),
+                        _ => (&[], &[]),
+                    },
+                    Resolved::Unlimited(replaces) => (&[], replaces),
+                    _ => (&[], &[]),
+                };
+                limits
+                    .iter()
+                    .flat_map(|l| l.replaces.iter())
+                    .chain(unlimited)
+                    .map(String::as_str)
             })
-            .flatten()
-            .flat_map(|l| l.replaces.iter().map(String::as_str))
             .collect();
         let mut plan = Plan {
             descriptors: Vec::with_capacity(descriptors.len()),
@@ -133,7 +140,7 @@ impl<'a> Plan<'a> {
                 .map_or(u64::from(request_hits.max(1)), |h| h.value);
             let planned = match r {
                 Resolved::None => Planned::NoLimit,
-                Resolved::Unlimited => Planned::Unlimited,
+                Resolved::Unlimited(_) => Planned::Unlimited,
                 Resolved::Override(limit, key) => {
                     let start = plan.ops.len();
                     plan.push(limit, key, hits, d.is_negative_hits, 0);
@@ -146,12 +153,16 @@ impl<'a> Plan<'a> {
                     let start = plan.ops.len();
                     if let Policy::Limited(limits) = &node.policy {
                         for (i, limit) in limits.iter().enumerate() {
-                            let is_replaced = limit
-                                .name
-                                .as_deref()
-                                .is_some_and(|n| replaced.contains(&n));
+                            let is_replaced =
+                                limit.name.as_deref().is_some_and(|n| replaced.contains(&n));
                             if !is_replaced {
-                                plan.push(LimitRef::Rule(limit), key.clone(), hits, d.is_negative_hits, i);
+                                plan.push(
+                                    LimitRef::Rule(limit),
+                                    key.clone(),
+                                    hits,
+                                    d.is_negative_hits,
+                                    i,
+                                );
                             }
                         }
                     }
@@ -171,7 +182,14 @@ impl<'a> Plan<'a> {
     }
 
     /// Adds the op for one limit; the i-th extra limit of a descriptor gets its own counter.
-    fn push(&mut self, limit: LimitRef<'a>, mut key: String, hits: u64, refund: bool, index: usize) {
+    fn push(
+        &mut self,
+        limit: LimitRef<'a>,
+        mut key: String,
+        hits: u64,
+        refund: bool,
+        index: usize,
+    ) {
         if index > 0 {
             key.push_str("_#");
             key.push_str(&index.to_string());
@@ -180,7 +198,10 @@ impl<'a> Plan<'a> {
             LimitRef::Rule(l) => (l.algorithm, l.burst),
             LimitRef::Override {
                 requests_per_unit, ..
-            } => (crate::rules::model::Algorithm::FixedWindow, requests_per_unit),
+            } => (
+                crate::rules::model::Algorithm::FixedWindow,
+                requests_per_unit,
+            ),
         };
         self.ops.push(Op {
             key,
@@ -221,9 +242,9 @@ fn resolve<'a>(rules: &'a Rules, domain: &str, d: &RateLimitDescriptor) -> Resol
     }
     match rules.lookup(domain, entries) {
         Lookup::UnknownDomain | Lookup::NoMatch => Resolved::None,
-        Lookup::Matched { node, counter_key } => match node.policy {
+        Lookup::Matched { node, counter_key } => match &node.policy {
             Policy::None => Resolved::None,
-            Policy::Unlimited => Resolved::Unlimited,
+            Policy::Unlimited { replaces } => Resolved::Unlimited(replaces),
             Policy::Limited(_) => Resolved::Rule(node, counter_key),
         },
     }

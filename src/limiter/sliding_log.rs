@@ -94,7 +94,9 @@ impl SlidingLog {
     /// When this state stops mattering: one period after the newest entry.
     pub fn expires_at(&self, op: &Op) -> Duration {
         let newest = self.entries.back().map_or(0, |&(at, _)| at);
-        Duration::from_micros(newest.saturating_add(op.period_secs.max(1).saturating_mul(1_000_000)))
+        Duration::from_micros(
+            newest.saturating_add(op.period_secs.max(1).saturating_mul(1_000_000)),
+        )
     }
 }
 

@@ -43,7 +43,9 @@ impl SlidingWindow {
         let elapsed = now_us - start;
         let limit = u128::from(op.requests_per_unit) * u128::from(p);
         // Scaled by P: estimate × P.
-        let scaled = |cur: u64| u128::from(self.prev) * u128::from(p - elapsed) + u128::from(cur) * u128::from(p);
+        let scaled = |cur: u64| {
+            u128::from(self.prev) * u128::from(p - elapsed) + u128::from(cur) * u128::from(p)
+        };
         let before = scaled(self.cur);
         let used_before = ceil_div(before, u128::from(p));
         let allowed = op.refund || before + u128::from(op.hits) * u128::from(p) <= limit;
@@ -156,7 +158,10 @@ mod tests {
         assert!(!o.allowed);
         // Next window starts at 10 s; 10 × (10 − e)/10 + 1 ≤ 10 ⇔ e ≥ 1 s → 6 s from now.
         assert_eq!(o.retry_after, Duration::from_secs(6));
-        assert!(!s.decide(Duration::from_millis(10_999), &op(10, 10, 1)).allowed);
+        assert!(
+            !s.decide(Duration::from_millis(10_999), &op(10, 10, 1))
+                .allowed
+        );
         assert!(s.decide(Duration::from_secs(11), &op(10, 10, 1)).allowed);
     }
 

@@ -104,9 +104,19 @@ mod tests {
         }
         let o = s.decide(t0, &op(10, 1, 5, 1));
         assert!(!o.allowed);
-        assert_eq!(o.retry_after, Duration::from_millis(100), "one token per 100 ms");
-        assert!(s.decide(t0 + Duration::from_millis(100), &op(10, 1, 5, 1)).allowed);
-        assert!(!s.decide(t0 + Duration::from_millis(150), &op(10, 1, 5, 1)).allowed);
+        assert_eq!(
+            o.retry_after,
+            Duration::from_millis(100),
+            "one token per 100 ms"
+        );
+        assert!(
+            s.decide(t0 + Duration::from_millis(100), &op(10, 1, 5, 1))
+                .allowed
+        );
+        assert!(
+            !s.decide(t0 + Duration::from_millis(150), &op(10, 1, 5, 1))
+                .allowed
+        );
     }
 
     #[test]
@@ -120,7 +130,11 @@ mod tests {
         let o = s.decide(t0, &op(10, 1, 10, 2));
         assert!(o.allowed);
         assert_eq!(o.remaining, 0);
-        assert_eq!(o.reset_after, Duration::from_secs(1), "full again after 10 tokens");
+        assert_eq!(
+            o.reset_after,
+            Duration::from_secs(1),
+            "full again after 10 tokens"
+        );
     }
 
     #[test]

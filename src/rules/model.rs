@@ -88,8 +88,11 @@ impl Limit {
 pub enum Policy {
     /// No `rate_limit`: an intermediate node, or — without children — a whitelist entry.
     None,
-    /// `rate_limit: {unlimited: true}`: always OK, never counted.
-    Unlimited,
+    /// `rate_limit: {unlimited: true}`: always OK, never counted; its `replaces` still apply.
+    Unlimited {
+        /// Names of limits switched off when this node matches.
+        replaces: Vec<String>,
+    },
     /// One or more limits; all of them apply.
     Limited(Vec<Limit>),
 }
@@ -257,7 +260,10 @@ mod tests {
         assert!(!multi.matches("foobarba"));
         assert!(p("*").matches(""));
         assert!(p("*x").matches("abcx"));
-        assert!(!p("ab*ba").matches("aba"), "prefix and suffix must not overlap");
+        assert!(
+            !p("ab*ba").matches("aba"),
+            "prefix and suffix must not overlap"
+        );
     }
 
     #[test]

@@ -45,7 +45,12 @@ pub fn parse_domain(file: &str, text: &str) -> Result<Domain, RuleError> {
     let root = match &doc {
         Value::Null => &empty,
         Value::Mapping(m) => m,
-        _ => return Err(p.err("", "config file must be a map with 'domain' and 'descriptors'")),
+        _ => {
+            return Err(p.err(
+                "",
+                "config file must be a map with 'domain' and 'descriptors'",
+            ))
+        }
     };
     p.check_keys(root, "", ROOT_KEYS)?;
     let domain = match root.get("domain") {
@@ -60,6 +65,14 @@ pub fn parse_domain(file: &str, text: &str) -> Result<Domain, RuleError> {
         name: domain,
         root: root_level,
     })
+}
+
+/// A parsed `rate_limit` map.
+enum Parsed {
+    /// `unlimited: true`, possibly replacing other limits.
+    Unlimited { replaces: Vec<String> },
+    /// A counted limit.
+    Limit(Limit),
 }
 
 /// Carries the file name into every error.
@@ -134,7 +147,11 @@ impl Parser<'_> {
             },
             Some(other) => Err(self.err(
                 &join(path, key),
-                format!("must be an integer from 0 to {}, not {}", u32::MAX, show(other)),
+                format!(
+                    "must be an integer from 0 to {}, not {}",
+                    u32::MAX,
+                    show(other)
+                ),
             )),
         }
     }
@@ -266,8 +283,8 @@ impl Parser<'_> {
         }
         if let Some(m) = single {
             return match self.limit(m, &join(path, "rate_limit"), true)? {
-                None => Ok(Policy::Unlimited),
-                Some(limit) => Ok(Policy::Limited(vec![limit])),
+                Parsed::Unlimited { replaces } => Ok(Policy::Unlimited { replaces }),
+                Parsed::Limit(limit) => Ok(Policy::Limited(vec![limit])),
             };
         }
         if list.is_empty() {
@@ -276,18 +293,17 @@ impl Parser<'_> {
         let mut limits = Vec::with_capacity(list.len());
         for (i, m) in list.into_iter().enumerate() {
             // `unlimited` is rejected inside a list, so every item is a limit.
-            limits.extend(self.limit(m, &format!("{path}.rate_limits[{i}]"), false)?);
+            if let Parsed::Limit(limit) =
+                self.limit(m, &format!("{path}.rate_limits[{i}]"), false)?
+            {
+                limits.push(limit);
+            }
         }
         Ok(Policy::Limited(limits))
     }
 
-    /// One limit; `None` means `unlimited: true`.
-    fn limit(
-        &self,
-        m: &Mapping,
-        path: &str,
-        unlimited_allowed: bool,
-    ) -> Result<Option<Limit>, RuleError> {
+    /// One `rate_limit` map.
+    fn limit(&self, m: &Mapping, path: &str, unlimited_allowed: bool) -> Result<Parsed, RuleError> {
         self.check_keys(m, path, LIMIT_KEYS)?;
         let unlimited = self.boolean(m, "unlimited", path)?;
         let unit_text = match m.get("unit") {
@@ -308,7 +324,9 @@ impl Parser<'_> {
                     "should not specify rate limit unit when unlimited",
                 ));
             }
-            return Ok(None);
+            // Upstream honours (and validates) the `replaces` of an unlimited limit too.
+            let replaces = self.replaces(m, path, self.name(m, path)?.as_deref())?;
+            return Ok(Parsed::Unlimited { replaces });
         }
         let Some(unit) = unit else {
             return Err(self.err(
@@ -319,10 +337,7 @@ impl Parser<'_> {
             ));
         };
         let requests_per_unit = self.u32_field(m, "requests_per_unit", path)?.unwrap_or(0);
-        let name = match m.get("name") {
-            None | Some(Value::Null) => None,
-            Some(v) => Some(self.scalar(v, &join(path, "name"))?).filter(|n| !n.is_empty()),
-        };
+        let name = self.name(m, path)?;
         let algorithm = match m.get("algorithm") {
             None | Some(Value::Null) => Algorithm::FixedWindow,
             Some(v) => {
@@ -347,6 +362,32 @@ impl Parser<'_> {
             Some(b) => b,
             None => requests_per_unit,
         };
+        let replaces = self.replaces(m, path, name.as_deref())?;
+        Ok(Parsed::Limit(Limit {
+            name,
+            requests_per_unit,
+            unit,
+            algorithm,
+            burst,
+            replaces,
+        }))
+    }
+
+    /// A limit's `name`; empty counts as none.
+    fn name(&self, m: &Mapping, path: &str) -> Result<Option<String>, RuleError> {
+        match m.get("name") {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => Ok(Some(self.scalar(v, &join(path, "name"))?).filter(|n| !n.is_empty())),
+        }
+    }
+
+    /// A limit's `replaces`: non-empty names, none equal to the limit's own `name`.
+    fn replaces(
+        &self,
+        m: &Mapping,
+        path: &str,
+        name: Option<&str>,
+    ) -> Result<Vec<String>, RuleError> {
         let mut replaces = Vec::new();
         let replaces_path = join(path, "replaces");
         for (i, r) in self
@@ -363,22 +404,12 @@ impl Parser<'_> {
             if target.is_empty() {
                 return Err(self.err(&item, "should not have an empty replaces entry"));
             }
-            if name.as_deref() == Some(target.as_str()) {
-                return Err(self.err(
-                    &item,
-                    "replaces should not contain name of same descriptor",
-                ));
+            if name == Some(target.as_str()) {
+                return Err(self.err(&item, "replaces should not contain name of same descriptor"));
             }
             replaces.push(target);
         }
-        Ok(Some(Limit {
-            name,
-            requests_per_unit,
-            unit,
-            algorithm,
-            burst,
-            replaces,
-        }))
+        Ok(replaces)
     }
 }
 

@@ -196,8 +196,14 @@ fn rate_limit_headers(
             });
         if let Some((d, _)) = nearest {
             if let (Some(limit), Some(i)) = (&d.status.current_limit, d.binding) {
-                out.push(header("RateLimit-Limit", limit.requests_per_unit.to_string()));
-                out.push(header("RateLimit-Remaining", d.status.limit_remaining.to_string()));
+                out.push(header(
+                    "RateLimit-Limit",
+                    limit.requests_per_unit.to_string(),
+                ));
+                out.push(header(
+                    "RateLimit-Remaining",
+                    d.status.limit_remaining.to_string(),
+                ));
                 out.push(header(
                     "RateLimit-Reset",
                     outcomes[i].reset_after.as_secs().max(1).to_string(),
@@ -222,7 +228,11 @@ fn rate_limit_headers(
                     limit.requests_per_unit(),
                     limit.unit().seconds()
                 );
-                let t = if o.allowed { o.reset_after } else { o.retry_after };
+                let t = if o.allowed {
+                    o.reset_after
+                } else {
+                    o.retry_after
+                };
                 let _ = write!(state, "{sep}{name};r={};t={}", o.remaining, ceil_secs(t));
             }
         }

@@ -125,7 +125,11 @@ impl MemoryStore {
         let hash = self.hasher.hash_one(op.key.as_str());
         let shard = &self.shards[(hash >> 32) as usize % SHARDS];
         let mut table = shard.lock();
-        let entry = table.entry(hash, |s| *s.key == *op.key, |s| self.hasher.hash_one(&*s.key));
+        let entry = table.entry(
+            hash,
+            |s| *s.key == *op.key,
+            |s| self.hasher.hash_one(&*s.key),
+        );
         match entry {
             Entry::Occupied(mut e) => {
                 let slot = e.get_mut();
@@ -231,7 +235,10 @@ mod tests {
     fn counts_per_key() {
         let (_, s) = store(1000);
         let out = s.apply_now(&[op("a", 2, 60, 1), op("b", 2, 60, 1), op("a", 2, 60, 1)]);
-        assert_eq!(out.iter().map(|o| o.remaining).collect::<Vec<_>>(), [1, 1, 0]);
+        assert_eq!(
+            out.iter().map(|o| o.remaining).collect::<Vec<_>>(),
+            [1, 1, 0]
+        );
         assert!(!s.apply_now(&[op("a", 2, 60, 1)])[0].allowed);
         assert_eq!(s.len(), 2);
     }

@@ -99,7 +99,9 @@ impl TestServer {
     pub async fn stop(mut self) {
         self.begin_shutdown();
         if let Some(task) = self.task.take() {
-            task.await.expect("server task").expect("server ran cleanly");
+            task.await
+                .expect("server task")
+                .expect("server ran cleanly");
         }
     }
 }
@@ -127,7 +129,11 @@ pub fn desc_hits(entries: &[(&str, &str)], hits: u64) -> RateLimitDescriptor {
 }
 
 /// A descriptor with a limit override (`unit` in envoy.type.v3 numbering).
-pub fn desc_override(entries: &[(&str, &str)], requests_per_unit: u32, unit: i32) -> RateLimitDescriptor {
+pub fn desc_override(
+    entries: &[(&str, &str)],
+    requests_per_unit: u32,
+    unit: i32,
+) -> RateLimitDescriptor {
     RateLimitDescriptor {
         limit: Some(RateLimitOverride {
             requests_per_unit,
@@ -147,7 +153,10 @@ pub fn req(domain: &str, descriptors: Vec<RateLimitDescriptor>) -> RateLimitRequ
 }
 
 /// Calls ShouldRateLimit and unwraps the response.
-pub async fn call(client: &mut RateLimitServiceClient<Channel>, r: RateLimitRequest) -> RateLimitResponse {
+pub async fn call(
+    client: &mut RateLimitServiceClient<Channel>,
+    r: RateLimitRequest,
+) -> RateLimitResponse {
     client
         .should_rate_limit(r)
         .await
