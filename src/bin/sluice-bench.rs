@@ -121,6 +121,10 @@ struct LoadArgs {
     /// Print the result as one JSON object instead of key=value text.
     #[arg(long)]
     json: bool,
+    /// Offer this many requests per second in total (spread evenly over the loops) instead of
+    /// sending as fast as answers come back: latency at a load below saturation.
+    #[arg(long, value_name = "RPS", value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
 }
 
 /// Why a command-line address was refused.
@@ -394,7 +398,12 @@ struct Window {
 #[derive(Clone)]
 enum Workload {
     /// Fixed descriptors per task, until the window closes or the request budget is spent.
-    Steady { descriptors: u32, window: Window },
+    Steady {
+        descriptors: u32,
+        window: Window,
+        /// Time between requests of one loop, when a total rate is offered.
+        pace: Option<Duration>,
+    },
     /// One fresh counter (`{key: <request number>}`) per request, until the tickets run out.
     Distinct { key: String },
 }
@@ -421,9 +430,14 @@ impl RunPlan {
                     stop_at: now + args.warmup + args.duration,
                 };
                 let descriptors = args.descriptors;
+                let loops = u64::from(args.connections) * u64::from(args.streams);
+                let pace = args
+                    .rate
+                    .map(|rps| Duration::from_secs_f64(loops as f64 / rps as f64));
                 let workload = Workload::Steady {
                     descriptors,
                     window,
+                    pace,
                 };
                 (workload, args.requests, window.measure_from)
             }
@@ -501,9 +515,10 @@ fn worker(
             Workload::Steady {
                 descriptors,
                 window,
+                pace,
             } => {
                 let request = steady_request(domain, descriptors, task_id);
-                steady_loop(client, request, tally, &tickets, window).await
+                steady_loop(client, request, tally, &tickets, window, pace).await
             }
             Workload::Distinct { key } => distinct_loop(client, domain, key, tally, &tickets).await,
         }
@@ -516,8 +531,17 @@ async fn steady_loop(
     mut tally: Tally,
     tickets: &Tickets,
     window: Window,
+    pace: Option<Duration>,
 ) -> Tally {
+    let mut ticker = pace.map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
     loop {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
         let started = Instant::now();
         if started >= window.stop_at {
             break;
