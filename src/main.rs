@@ -46,28 +46,28 @@ fn main() -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> Result<(), sluice::server::ServeError> {
+    // Install the handlers before anything is announced, so an early SIGTERM is never fatal.
+    let shutdown = shutdown_signal();
     let server = Server::bind(settings).await?;
-    server.run(shutdown_signal()).await
+    server.run(shutdown).await
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Completes on SIGTERM or Ctrl-C; the handlers are registered when this is called.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
             }
-            Err(_) => std::future::pending::<()>().await,
+            // Without signal handlers the process can only be killed; serve until then.
+            _ => std::future::pending::<()>().await,
         }
-    };
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
 }
 

@@ -7,6 +7,8 @@ use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
 use crate::settings::{Backend, Settings};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::{RedisConfig, RedisStore};
+use crate::store::Store;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use std::future::Future;
@@ -44,6 +46,9 @@ pub enum ServeError {
     /// Building reflection failed (a broken descriptor set: a build bug).
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The counter store could not be set up (e.g. a Redis node unreachable at start).
+    #[error("store: {0}")]
+    Store(String),
     /// The transport failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -113,12 +118,45 @@ impl Server {
             shadow_mode: settings.shadow_mode,
             headers: settings.response_headers,
         };
-        let store = match settings.backend {
-            Backend::Memory => Arc::new(MemoryStore::new(clock, settings.memory_max_keys)),
-        };
-        let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
-        let limiter = Arc::new(RateLimiter::new(rules, store, options));
+        match settings.backend {
+            Backend::Memory => {
+                let store = Arc::new(MemoryStore::new(clock, settings.memory_max_keys));
+                let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
+                let limiter = Arc::new(RateLimiter::new(rules, store, options));
+                let result = serve(listener, &settings, limiter, shutdown).await;
+                sweeper.abort();
+                result
+            }
+            Backend::Redis => {
+                let config = RedisConfig {
+                    nodes: settings.redis_node_list(),
+                    key_prefix: settings.redis_key_prefix.clone(),
+                    timeout: settings
+                        .redis_timeout()
+                        .map_err(|e| ServeError::Store(e.to_string()))?,
+                    clock: None,
+                };
+                let store = Arc::new(
+                    RedisStore::connect(config)
+                        .await
+                        .map_err(|e| ServeError::Store(e.to_string()))?,
+                );
+                tracing::info!(shards = settings.redis_node_list().len(), "redis connected");
+                let limiter = Arc::new(RateLimiter::new(rules, store, options));
+                serve(listener, &settings, limiter, shutdown).await
+            }
+        }
+    }
+}
 
+/// Serves `limiter` with health and reflection until `shutdown`, then drains.
+async fn serve<S: Store>(
+    listener: TcpListener,
+    settings: &Settings,
+    limiter: Arc<RateLimiter<S>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    {
         let (reporter, health) = tonic_health::server::health_reporter();
         for name in HEALTH_NAMES {
             reporter
@@ -162,7 +200,6 @@ impl Server {
             .add_service(RateLimitServiceServer::new(RlsService(limiter)))
             .serve_with_incoming_shutdown(incoming, drain)
             .await;
-        sweeper.abort();
         tracing::info!("stopped");
         Ok(result?)
     }

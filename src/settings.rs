@@ -26,6 +26,8 @@ pub enum SettingsError {
 pub enum Backend {
     /// Counters in this process (one replica, no set-up).
     Memory,
+    /// Counters in Redis (`redis_nodes`, sharded by consistent hashing).
+    Redis,
 }
 
 /// Log line format.
@@ -63,6 +65,12 @@ pub struct Settings {
     pub log_level: String,
     /// `text` or `json`.
     pub log_format: LogFormat,
+    /// Comma-separated Redis URLs, one per shard (`backend = redis`).
+    pub redis_nodes: String,
+    /// Deadline of one Redis call: `10ms`, `0.5s` or a number of milliseconds.
+    pub redis_timeout: String,
+    /// Prepended to every Redis key.
+    pub redis_key_prefix: String,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -78,6 +86,9 @@ pub const KEYS: &[&str] = &[
     "shutdown_delay_ms",
     "log_level",
     "log_format",
+    "redis_nodes",
+    "redis_timeout",
+    "redis_key_prefix",
 ];
 
 /// What the command line asks for.
@@ -122,7 +133,7 @@ struct ServeArgs {
     /// HTTP address [env: SLUICE_HTTP_ADDR] [default: 0.0.0.0:8080]
     #[arg(long, value_name = "ADDR")]
     http_addr: Option<String>,
-    /// Counter store: memory [env: SLUICE_BACKEND]
+    /// Counter store: memory | redis [env: SLUICE_BACKEND]
     #[arg(long)]
     backend: Option<String>,
     /// Settings file (TOML) holding any of these settings [env: SLUICE_CONFIG]
@@ -146,6 +157,15 @@ struct ServeArgs {
     /// text | json [env: SLUICE_LOG_FORMAT]
     #[arg(long)]
     log_format: Option<String>,
+    /// Redis URLs, comma-separated, one per shard [env: SLUICE_REDIS_NODES]
+    #[arg(long, value_name = "URLS")]
+    redis_nodes: Option<String>,
+    /// Deadline per Redis call, e.g. 10ms [env: SLUICE_REDIS_TIMEOUT] [default: 10ms]
+    #[arg(long, value_name = "DURATION")]
+    redis_timeout: Option<String>,
+    /// Prefix of every Redis key [env: SLUICE_REDIS_KEY_PREFIX] [default: none]
+    #[arg(long, value_name = "PREFIX")]
+    redis_key_prefix: Option<String>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -194,6 +214,9 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("shutdown_delay_ms", 0u64))
         .and_then(|b| b.set_default("log_level", "info"))
         .and_then(|b| b.set_default("log_format", "text"))
+        .and_then(|b| b.set_default("redis_nodes", ""))
+        .and_then(|b| b.set_default("redis_timeout", "10ms"))
+        .and_then(|b| b.set_default("redis_key_prefix", ""))
         .map_err(invalid)?;
     let file = args
         .config
@@ -222,7 +245,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 10] = [
+    let overrides: [(&str, Option<config::Value>); 13] = [
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -236,6 +259,12 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         ("shutdown_delay_ms", args.shutdown_delay_ms.map(Into::into)),
         ("log_level", args.log_level.clone().map(Into::into)),
         ("log_format", args.log_format.clone().map(Into::into)),
+        ("redis_nodes", args.redis_nodes.clone().map(Into::into)),
+        ("redis_timeout", args.redis_timeout.clone().map(Into::into)),
+        (
+            "redis_key_prefix",
+            args.redis_key_prefix.clone().map(Into::into),
+        ),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -252,7 +281,48 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
 }
 
 impl Settings {
+    /// The Redis URLs, trimmed, empty entries dropped.
+    pub fn redis_node_list(&self) -> Vec<String> {
+        self.redis_nodes
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The per-call Redis deadline.
+    pub fn redis_timeout(&self) -> Result<std::time::Duration, SettingsError> {
+        parse_duration(&self.redis_timeout).ok_or_else(|| {
+            SettingsError::Invalid(format!(
+                "redis_timeout '{}' is not a duration (e.g. 10ms, 0.5s, 25)",
+                self.redis_timeout
+            ))
+        })
+    }
+
     fn validate(&self) -> Result<(), SettingsError> {
+        let timeout = self.redis_timeout()?;
+        if timeout.is_zero() {
+            return Err(SettingsError::Invalid(
+                "redis_timeout must be above zero".into(),
+            ));
+        }
+        if self.backend == Backend::Redis {
+            let nodes = self.redis_node_list();
+            if nodes.is_empty() {
+                return Err(SettingsError::Invalid(
+                    "redis_nodes: backend redis needs at least one Redis URL".into(),
+                ));
+            }
+            for url in nodes {
+                if let Err(e) = redis::Client::open(url.as_str()) {
+                    return Err(SettingsError::Invalid(format!(
+                        "redis_nodes: '{url}' is not a Redis URL: {e}"
+                    )));
+                }
+            }
+        }
         if self.memory_max_keys == 0 {
             return Err(SettingsError::Invalid(
                 "memory_max_keys must be at least 1".into(),
@@ -271,6 +341,23 @@ impl Settings {
         }
         Ok(())
     }
+}
+
+/// `10ms`, `1.5s`, or a bare number of milliseconds.
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = t.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        (t, 1e-3)
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    std::time::Duration::try_from_secs_f64(value * scale).ok()
 }
 
 #[cfg(test)]
@@ -359,6 +446,35 @@ mod tests {
         let e = serve(&[], &[("SLUICE_BACKEND", "etcd")]).expect_err("bad backend");
         assert!(e.to_string().contains("backend"), "{e}");
         assert!(serve(&["--no-such-flag"], &[]).is_err());
+    }
+
+    #[test]
+    fn redis_settings() {
+        let s = serve(
+            &[
+                "--backend",
+                "redis",
+                "--redis-nodes",
+                "redis://127.0.0.1:1, redis://127.0.0.1:2",
+            ],
+            &[("SLUICE_REDIS_TIMEOUT", "25ms")],
+        )
+        .expect("valid");
+        assert_eq!(
+            s.redis_node_list(),
+            ["redis://127.0.0.1:1", "redis://127.0.0.1:2"]
+        );
+        assert_eq!(
+            s.redis_timeout().expect("valid"),
+            std::time::Duration::from_millis(25)
+        );
+        let e = serve(&["--backend", "redis"], &[]).expect_err("no nodes");
+        assert!(e.to_string().contains("redis_nodes"), "{e}");
+        let e = serve(&["--redis-timeout", "soon"], &[]).expect_err("bad timeout");
+        assert!(e.to_string().contains("redis_timeout"), "{e}");
+        let e =
+            serve(&["--backend", "redis", "--redis-nodes", "http://x"], &[]).expect_err("bad url");
+        assert!(e.to_string().contains("redis_nodes"), "{e}");
     }
 
     #[test]

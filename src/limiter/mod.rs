@@ -33,7 +33,7 @@ pub struct Op {
 }
 
 /// What one counter answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Outcome {
     /// Whether the hits fit (a refund is always allowed).
     pub allowed: bool,

@@ -10,46 +10,47 @@ use std::time::Duration;
 /// The stored state of one token bucket.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenBucket {
-    /// Theoretical arrival time, in nanoseconds since the epoch: when the bucket will be full.
+    /// Theoretical arrival time, in microseconds since the epoch: when the bucket will be full.
     pub tat: u64,
 }
 
 impl TokenBucket {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let now_ns = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX);
-        let period_ns = op.period_secs.max(1).saturating_mul(1_000_000_000);
+        // Microseconds, as the Redis script counts (exact in a Lua double).
+        let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        let period_us = op.period_secs.max(1).saturating_mul(1_000_000);
         if op.requests_per_unit == 0 {
             return Outcome {
                 allowed: op.refund,
                 remaining: 0,
                 reset_after: Duration::ZERO,
-                retry_after: Duration::from_nanos(period_ns),
+                retry_after: Duration::from_micros(period_us),
                 used_before: 0,
                 used_after: 0,
             };
         }
-        // Emission interval; at least 1 ns so absurd rates still count.
-        let t = (period_ns / u64::from(op.requests_per_unit)).max(1);
+        // Emission interval; at least 1 µs (so at most 10⁶ tokens per second per key).
+        let t = (period_us / u64::from(op.requests_per_unit)).max(1);
         let tolerance = t.saturating_mul(u64::from(op.burst));
-        let tat = self.tat.max(now_ns);
+        let tat = self.tat.max(now_us);
         let burst = u64::from(op.burst);
-        let used_before = used(tat - now_ns, t, burst);
+        let used_before = used(tat - now_us, t, burst);
         let cost = t.saturating_mul(op.hits);
         let (allowed, retry_after) = if op.refund {
-            self.tat = tat.saturating_sub(cost).max(now_ns);
+            self.tat = tat.saturating_sub(cost).max(now_us);
             (true, 0)
         } else {
             let new_tat = tat.saturating_add(cost);
             let allow_at = new_tat.saturating_sub(tolerance);
-            if now_ns < allow_at {
-                (false, allow_at - now_ns)
+            if now_us < allow_at {
+                (false, allow_at - now_us)
             } else {
                 self.tat = new_tat;
                 (true, 0)
             }
         };
-        let backlog = self.tat.saturating_sub(now_ns);
+        let backlog = self.tat.saturating_sub(now_us);
         let remaining = if allowed {
             u32::try_from(tolerance.saturating_sub(backlog) / t).unwrap_or(u32::MAX)
         } else {
@@ -58,8 +59,8 @@ impl TokenBucket {
         Outcome {
             allowed,
             remaining,
-            reset_after: Duration::from_nanos(backlog),
-            retry_after: Duration::from_nanos(retry_after),
+            reset_after: Duration::from_micros(backlog),
+            retry_after: Duration::from_micros(retry_after),
             used_before,
             used_after: used(backlog, t, burst),
         }
@@ -67,7 +68,7 @@ impl TokenBucket {
 
     /// When this state stops mattering: once the bucket is full again.
     pub fn expires_at(&self) -> Duration {
-        Duration::from_nanos(self.tat)
+        Duration::from_micros(self.tat)
     }
 }
 

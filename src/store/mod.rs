@@ -2,8 +2,11 @@
 //! make one round trip per shard and decide a request's counters together.
 //!
 //! - [`memory`]: the embedded store (default): sharded maps in this process.
+//! - [`redis`]: counters in Redis, sharded over nodes by [`ring`], one script call per shard.
 
 pub mod memory;
+pub mod redis;
+pub mod ring;
 
 use crate::limiter::{Op, Outcome};
 use std::future::Future;

@@ -1,0 +1,194 @@
+//! The Redis store: counters shared by every replica, spread over independent Redis nodes by
+//! consistent hashing. All ops of one request that land on one shard go in **one** `EVALSHA`
+//! of `lua/limiter.lua` (atomic on that shard); calls to different shards run concurrently.
+//!
+//! Time is read inside the script from Redis `TIME`, so replicas' clocks need not agree. Each
+//! shard is one multiplexed connection (redis-rs `ConnectionManager`): concurrent requests
+//! share it and Redis sees them pipelined; it reconnects by itself after a failure. Every call
+//! has a deadline, so a stalled node is an error, never a slow answer.
+
+use crate::clock::Clock;
+use crate::limiter::{Op, Outcome};
+use crate::rules::model::Algorithm;
+use crate::store::ring::ShardRing;
+use crate::store::{Store, StoreError};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The batch script, compiled into the binary.
+pub const SCRIPT: &str = include_str!("../../lua/limiter.lua");
+
+/// Integers the script returns per key.
+const FIELDS: usize = 6;
+
+/// How to reach and use the Redis shards.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `redis://[user:pass@]host:port/db`, `rediss://…` or `redis+unix://…`, one per shard.
+    pub nodes: Vec<String>,
+    /// Prepended to every counter key (share a Redis between deployments).
+    pub key_prefix: String,
+    /// Deadline of one script call (and of connecting).
+    pub timeout: Duration,
+    /// Tests only: pass this clock's time to the script instead of Redis `TIME`, so memory and
+    /// Redis can be compared on identical, exact timelines.
+    pub clock: Option<Arc<dyn Clock>>,
+}
+
+/// One Redis node.
+struct Shard {
+    /// `host:port` (or socket path), for errors and logs.
+    name: String,
+    /// Multiplexed, self-reconnecting connection; cheap to clone per call.
+    conn: ConnectionManager,
+}
+
+/// Counters in Redis.
+pub struct RedisStore {
+    /// The nodes, in configured order (`ring` returns indexes into it).
+    shards: Vec<Shard>,
+    /// Key → shard.
+    ring: ShardRing,
+    /// `EVALSHA`, falling back to `SCRIPT LOAD` on `NOSCRIPT` (after a Redis restart).
+    script: redis::Script,
+    /// See [`RedisConfig::key_prefix`].
+    prefix: String,
+    /// See [`RedisConfig::timeout`].
+    timeout: Duration,
+    /// See [`RedisConfig::clock`].
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl RedisStore {
+    /// Connects to every node (each within the timeout).
+    pub async fn connect(config: RedisConfig) -> Result<RedisStore, StoreError> {
+        if config.nodes.is_empty() {
+            return Err(StoreError::Unavailable("no Redis node configured".into()));
+        }
+        let mut shards = Vec::with_capacity(config.nodes.len());
+        for url in &config.nodes {
+            let client = redis::Client::open(url.as_str())
+                .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+            let name = client.get_connection_info().addr().to_string();
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
+                .set_response_timeout(Some(config.timeout))
+                .set_number_of_retries(1);
+            let conn = tokio::time::timeout(
+                config.timeout.max(Duration::from_secs(2)),
+                ConnectionManager::new_with_config(client, manager_config),
+            )
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("redis {name}: connect timed out")))?
+            .map_err(|e| StoreError::Unavailable(format!("redis {name}: {e}")))?;
+            shards.push(Shard { name, conn });
+        }
+        let ring = ShardRing::new(&shards.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+        Ok(RedisStore {
+            shards,
+            ring,
+            script: redis::Script::new(SCRIPT),
+            prefix: config.key_prefix,
+            timeout: config.timeout,
+            clock: config.clock,
+        })
+    }
+
+    /// The shard owning counter `key` (without prefix).
+    pub fn shard_of(&self, key: &str) -> usize {
+        self.ring.shard_of(key)
+    }
+
+    /// Runs the ops `idx` (all on `shard`) in one script call.
+    async fn call(
+        &self,
+        shard: usize,
+        ops: &[Op],
+        idx: &[usize],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let now = self.clock.as_ref().map_or(0, |c| {
+            u64::try_from(c.now().as_micros()).unwrap_or(u64::MAX)
+        });
+        let mut inv = self.script.prepare_invoke();
+        inv.arg(now);
+        for &i in idx {
+            let op = &ops[i];
+            inv.key(format!("{}{}", self.prefix, op.key))
+                .arg(algorithm_code(op.algorithm))
+                .arg(op.requests_per_unit)
+                .arg(op.period_secs.max(1))
+                .arg(op.burst)
+                .arg(op.hits)
+                .arg(u8::from(op.refund));
+        }
+        let s = &self.shards[shard];
+        let mut conn = s.conn.clone();
+        let values: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "redis {}: no answer within {:?}",
+                    s.name, self.timeout
+                ))
+            })?
+            .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))?;
+        if values.len() != idx.len() * FIELDS {
+            return Err(StoreError::Unavailable(format!(
+                "redis {}: script returned {} values for {} keys",
+                s.name,
+                values.len(),
+                idx.len()
+            )));
+        }
+        Ok(values.chunks_exact(FIELDS).map(outcome).collect())
+    }
+}
+
+impl Store for RedisStore {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+        if self.shards.len() == 1 {
+            let all: Vec<usize> = (0..ops.len()).collect();
+            return self.call(0, ops, &all).await;
+        }
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
+        for (i, op) in ops.iter().enumerate() {
+            groups[self.ring.shard_of(&op.key)].push(i);
+        }
+        let calls = groups
+            .iter()
+            .enumerate()
+            .filter(|(_, idx)| !idx.is_empty())
+            .map(|(shard, idx)| async move { self.call(shard, ops, idx).await.map(|o| (idx, o)) });
+        let answers = futures_util::future::try_join_all(calls).await?;
+        let mut out = vec![Outcome::default(); ops.len()];
+        for (idx, outcomes) in answers {
+            for (&i, o) in idx.iter().zip(outcomes) {
+                out[i] = o;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn algorithm_code(a: Algorithm) -> u8 {
+    match a {
+        Algorithm::FixedWindow => 1,
+        Algorithm::SlidingWindow => 2,
+        Algorithm::SlidingLog => 3,
+        Algorithm::TokenBucket => 4,
+    }
+}
+
+fn outcome(v: &[i64]) -> Outcome {
+    let us = |x: i64| Duration::from_micros(u64::try_from(x).unwrap_or(0));
+    let count = |x: i64| u64::try_from(x).unwrap_or(0);
+    Outcome {
+        allowed: v[0] == 1,
+        remaining: u32::try_from(v[1].max(0)).unwrap_or(u32::MAX),
+        reset_after: us(v[2]),
+        retry_after: us(v[3]),
+        used_before: count(v[4]),
+        used_after: count(v[5]),
+    }
+}
