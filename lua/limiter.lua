@@ -6,6 +6,9 @@
 -- KEYS[i]  counter key i (already prefixed)
 -- ARGV[1]  now in microseconds since the epoch, or 0 to read the Redis server's TIME
 --          (production: replicas' clock skew does not matter)
+-- ARGV[2]  mode: 0 charge each key on its own; 1 all-or-nothing (charge every key only if all
+--          fit, else charge none); 2 dry run (decide, write nothing); 3 all-or-nothing
+--          probe (write nothing; keys that would fit are reported as a check, hits 0)
 -- then 6 arguments per key: algorithm (1 fixed_window, 2 sliding_window, 3 sliding_log,
 --          4 token_bucket), limit, period (s), burst, hits, refund (0/1)
 -- Returns 6 integers per key: allowed (0/1), remaining, reset_after_us, retry_after_us,
@@ -29,7 +32,7 @@ local function expire_in(key, us)
 end
 
 -- envoyproxy/ratelimit's fixed window: key per window, every hit counted, denied or not.
-local function fixed_window(key, limit, period, hits, refund)
+local function fixed_window(key, limit, period, hits, refund, dry)
   local now_s = floor(now / 1000000)
   local window = now_s - (now_s % period)
   local k = key .. '_' .. window
@@ -37,9 +40,12 @@ local function fixed_window(key, limit, period, hits, refund)
   if refund then
     before = tonumber(redis.call('GET', k) or '0')
     after = max(0, before - hits)
-    if before > 0 then
+    if before > 0 and not dry then
       redis.call('SET', k, after, 'KEEPTTL')
     end
+  elseif dry then
+    before = tonumber(redis.call('GET', k) or '0')
+    after = before + hits
   elseif hits > 0 then
     after = redis.call('INCRBY', k, hits)
     before = after - hits
@@ -60,7 +66,7 @@ local function fixed_window(key, limit, period, hits, refund)
 end
 
 -- Sliding window counter: previous window weighted by its overlap (scaled by P, exact).
-local function sliding_window(key, limit, period, hits, refund)
+local function sliding_window(key, limit, period, hits, refund, dry)
   local p = period * 1000000
   local window = floor(now / p)
   local state = redis.call('HMGET', key, 'w', 'p', 'c')
@@ -99,16 +105,17 @@ local function sliding_window(key, limit, period, hits, refund)
   end
   local reset = 0
   if cur > 0 then reset = 2 * p - elapsed elseif prev > 0 then reset = p - elapsed end
-  redis.call('HSET', key, 'w', window, 'p', prev, 'c', cur)
-  expire_in(key, (window + 2) * p - now)
+  if not dry then
+    redis.call('HSET', key, 'w', window, 'p', prev, 'c', cur)
+    expire_in(key, (window + 2) * p - now)
+  end
   return { allowed and 1 or 0, remaining, reset, retry, ceil_div(before, p), ceil_div(after, p) }
 end
 
 -- Sliding log: one sorted-set member "<at>:<seq>:<hits>" per admitted request, scored by <at>.
-local function sliding_log(key, limit, period, hits, refund)
+local function sliding_log(key, limit, period, hits, refund, dry)
   local p = period * 1000000
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - p)
-  local entries = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+  local entries = redis.call('ZRANGEBYSCORE', key, string.format('(%d', now - p), '+inf', 'WITHSCORES')
   local total = 0
   local log = {}
   for i = 1, #entries, 2 do
@@ -118,7 +125,12 @@ local function sliding_log(key, limit, period, hits, refund)
   end
   local before = total
   local allowed = refund or before + hits <= limit
-  if refund then
+  if dry then
+    if allowed and not refund and hits > 0 then
+      log[#log + 1] = { '', now, hits }
+      total = total + hits
+    end
+  elseif refund then
     local left = hits
     for i = #log, 1, -1 do
       if left == 0 then break end
@@ -134,6 +146,7 @@ local function sliding_log(key, limit, period, hits, refund)
       log[i] = nil
     end
   elseif allowed and hits > 0 then
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - p)
     local seq = redis.call('INCR', key .. ':seq')
     redis.call('ZADD', key, now, string.format('%d:%012d:%d', now, seq, hits))
     log[#log + 1] = { '', now, hits }
@@ -156,7 +169,7 @@ local function sliding_log(key, limit, period, hits, refund)
       end
     end
   end
-  if newest then
+  if newest and not dry then
     expire_in(key, reset)
     expire_in(key .. ':seq', reset)
   end
@@ -166,7 +179,7 @@ local function sliding_log(key, limit, period, hits, refund)
 end
 
 -- Token bucket as GCRA: one stored theoretical arrival time (µs).
-local function token_bucket(key, limit, period, burst, hits, refund)
+local function token_bucket(key, limit, period, burst, hits, refund, dry)
   local p = period * 1000000
   if limit == 0 then
     return { refund and 1 or 0, 0, 0, p, 0, 0 }
@@ -190,7 +203,9 @@ local function token_bucket(key, limit, period, burst, hits, refund)
     end
   end
   local backlog = max(0, stored - now)
-  if backlog > 0 then
+  if dry then
+    -- decided, nothing written
+  elseif backlog > 0 then
     redis.call('SET', key, stored, 'PX', max(1, ceil_div(backlog, 1000)))
   else
     redis.call('DEL', key)
@@ -200,24 +215,61 @@ local function token_bucket(key, limit, period, burst, hits, refund)
   return { allowed and 1 or 0, remaining, backlog, retry, used_before, min(ceil_div(backlog, t), burst) }
 end
 
-local out = {}
-for i, key in ipairs(KEYS) do
-  local b = 1 + (i - 1) * 6
+local mode = tonumber(ARGV[2])
+
+-- Decides key i; `dry` writes nothing; `check` decides as if no hits were asked.
+local function decide(i, dry, check)
+  local b = 2 + (i - 1) * 6
+  local key = KEYS[i]
   local algo = tonumber(ARGV[b + 1])
   local limit, period = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local burst, hits = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
   local refund = ARGV[b + 6] == '1'
-  local r
-  if algo == 1 then
-    r = fixed_window(key, limit, period, hits, refund)
-  elseif algo == 2 then
-    r = sliding_window(key, limit, period, hits, refund)
-  elseif algo == 3 then
-    r = sliding_log(key, limit, period, hits, refund)
-  else
-    r = token_bucket(key, limit, period, burst, hits, refund)
+  if check then
+    hits, refund = 0, false
   end
-  for _, v in ipairs(r) do
+  if algo == 1 then
+    return fixed_window(key, limit, period, hits, refund, dry)
+  elseif algo == 2 then
+    return sliding_window(key, limit, period, hits, refund, dry)
+  elseif algo == 3 then
+    return sliding_log(key, limit, period, hits, refund, dry)
+  end
+  return token_bucket(key, limit, period, burst, hits, refund, dry)
+end
+
+local results = {}
+if mode == 1 then
+  -- All or nothing: decide every key without writing; charge all only if all fit.
+  local all_fit = true
+  for i = 1, #KEYS do
+    results[i] = decide(i, true, false)
+    if results[i][1] == 0 then all_fit = false end
+  end
+  for i = 1, #KEYS do
+    if all_fit then
+      results[i] = decide(i, false, false)
+    elseif results[i][1] == 1 then
+      -- Would have fitted: report its state uncharged.
+      results[i] = decide(i, true, true)
+    end
+  end
+elseif mode == 3 then
+  for i = 1, #KEYS do
+    results[i] = decide(i, true, false)
+    if results[i][1] == 1 then
+      results[i] = decide(i, true, true)
+    end
+  end
+else
+  for i = 1, #KEYS do
+    results[i] = decide(i, mode == 2, false)
+  end
+end
+
+local out = {}
+for i = 1, #KEYS do
+  for _, v in ipairs(results[i]) do
     out[#out + 1] = v
   end
 end

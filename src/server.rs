@@ -120,7 +120,10 @@ impl Server {
         };
         match settings.backend {
             Backend::Memory => {
-                let store = Arc::new(MemoryStore::new(clock, settings.memory_max_keys));
+                let store = Arc::new(
+                    MemoryStore::new(clock, settings.memory_max_keys)
+                        .all_or_nothing(settings.atomic_admission),
+                );
                 let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
                 let limiter = Arc::new(RateLimiter::new(rules, store, options));
                 let result = serve(listener, &settings, limiter, shutdown).await;
@@ -135,6 +138,7 @@ impl Server {
                         .redis_timeout()
                         .map_err(|e| ServeError::Store(e.to_string()))?,
                     clock: None,
+                    atomic: settings.atomic_admission,
                 };
                 let store = Arc::new(
                     RedisStore::connect(config)

@@ -71,6 +71,8 @@ pub struct Settings {
     pub redis_timeout: String,
     /// Prepended to every Redis key.
     pub redis_key_prefix: String,
+    /// When any descriptor of a request is over its limit, charge none of its counters.
+    pub atomic_admission: bool,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -89,6 +91,7 @@ pub const KEYS: &[&str] = &[
     "redis_nodes",
     "redis_timeout",
     "redis_key_prefix",
+    "atomic_admission",
 ];
 
 /// What the command line asks for.
@@ -166,6 +169,9 @@ struct ServeArgs {
     /// Prefix of every Redis key [env: SLUICE_REDIS_KEY_PREFIX] [default: none]
     #[arg(long, value_name = "PREFIX")]
     redis_key_prefix: Option<String>,
+    /// Charge none of a request's counters when any is over [env: SLUICE_ATOMIC_ADMISSION]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    atomic_admission: Option<bool>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -217,6 +223,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("redis_nodes", ""))
         .and_then(|b| b.set_default("redis_timeout", "10ms"))
         .and_then(|b| b.set_default("redis_key_prefix", ""))
+        .and_then(|b| b.set_default("atomic_admission", false))
         .map_err(invalid)?;
     let file = args
         .config
@@ -245,7 +252,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 13] = [
+    let overrides: [(&str, Option<config::Value>); 14] = [
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -265,6 +272,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             "redis_key_prefix",
             args.redis_key_prefix.clone().map(Into::into),
         ),
+        ("atomic_admission", args.atomic_admission.map(Into::into)),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {

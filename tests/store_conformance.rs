@@ -104,6 +104,7 @@ async fn memory_and_redis_agree_for_every_algorithm() {
             key_prefix: "t:".into(),
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),
+            atomic: false,
         })
         .await
         .expect("connect");
@@ -132,6 +133,7 @@ async fn one_script_call_per_shard_touched() {
         key_prefix: String::new(),
         timeout: Duration::from_secs(2),
         clock: None,
+        atomic: false,
     })
     .await
     .expect("connect");
@@ -175,5 +177,70 @@ async fn one_script_call_per_shard_touched() {
             0,
             "script stays loaded on shard {i}"
         );
+    }
+}
+
+/// The request of envoyproxy/ratelimit#1060: a broad counter (5) and a granular one (1).
+async fn all_or_nothing_sequence(store: &impl Store, broad: &str, granular: &str) {
+    let pair = |hits| {
+        let mut b = op("x", Algorithm::FixedWindow, hits, false);
+        b.key = broad.to_owned();
+        b.period_secs = 3_600;
+        let mut g = b.clone();
+        g.key = granular.to_owned();
+        g.requests_per_unit = 1;
+        vec![b, g]
+    };
+    let first = store.apply(&pair(1)).await.expect("apply");
+    assert!(first.iter().all(|o| o.allowed), "{first:?}");
+    assert_eq!((first[0].remaining, first[1].remaining), (4, 0));
+    for _ in 0..3 {
+        let denied = store.apply(&pair(1)).await.expect("apply");
+        assert!(!denied[1].allowed, "granular is over: {denied:?}");
+        assert!(denied[0].allowed, "broad alone would fit: {denied:?}");
+        assert_eq!(denied[0].remaining, 4, "broad reported uncharged");
+        assert_eq!(denied[0].used_after, 1, "broad not charged");
+    }
+    let mut broad_only = pair(1);
+    broad_only.truncate(1);
+    let out = store.apply(&broad_only).await.expect("apply");
+    assert_eq!(
+        out[0].remaining, 3,
+        "only the one admitted request was charged"
+    );
+}
+
+#[tokio::test]
+async fn all_or_nothing_charges_nothing_when_any_is_denied() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let memory = MemoryStore::new(clock.clone(), 1_000).all_or_nothing(true);
+    all_or_nothing_sequence(&memory, "aon_broad", "aon_user").await;
+
+    let one = RedisServer::start();
+    let three = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    for nodes in [
+        vec![one.url()],
+        three.iter().map(RedisServer::url).collect(),
+    ] {
+        let store = RedisStore::connect(RedisConfig {
+            nodes,
+            key_prefix: String::new(),
+            timeout: Duration::from_secs(2),
+            clock: Some(clock.clone()),
+            atomic: true,
+        })
+        .await
+        .expect("connect");
+        // On three shards, pick keys that live on different shards.
+        let broad = "aon_broad".to_owned();
+        let granular = (0..)
+            .map(|i| format!("aon_user_{i}"))
+            .find(|k| store.len() == 1 || store.shard_of(k) != store.shard_of(&broad))
+            .expect("some key lands elsewhere");
+        all_or_nothing_sequence(&store, &broad, &granular).await;
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 const SHARDS: usize = 64;
 
 /// One counter's state, by algorithm.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     Fixed(FixedWindow),
     Sliding(SlidingWindow),
@@ -91,6 +91,8 @@ pub struct MemoryStore {
     shard_cap: usize,
     /// Live counters now, kept up to date for the gauge and tests.
     live: AtomicUsize,
+    /// All-or-nothing admission: when any op of a request is denied, charge none of them.
+    atomic: bool,
 }
 
 impl MemoryStore {
@@ -102,7 +104,14 @@ impl MemoryStore {
             clock,
             shard_cap: max_keys.div_ceil(SHARDS).max(1),
             live: AtomicUsize::new(0),
+            atomic: false,
         }
+    }
+
+    /// Makes every request all-or-nothing: if any op is denied, none is charged.
+    pub fn all_or_nothing(mut self, atomic: bool) -> MemoryStore {
+        self.atomic = atomic;
+        self
     }
 
     /// Live counters (including expired ones not yet swept).
@@ -118,12 +127,126 @@ impl MemoryStore {
     /// Runs `ops` at the clock's current time.
     pub fn apply_now(&self, ops: &[Op]) -> Vec<Outcome> {
         let now = self.clock.now();
+        if self.atomic && ops.len() > 1 {
+            return self.apply_all_or_nothing(now, ops);
+        }
         ops.iter().map(|op| self.apply_one(now, op)).collect()
+    }
+
+    /// All-or-nothing: lock every shard the request touches (in index order, so requests never
+    /// deadlock), decide on copies of the states, and write them back only if every op fits.
+    /// When one is denied, ops that would have fitted are reported as checks (uncharged).
+    fn apply_all_or_nothing(&self, now: Duration, ops: &[Op]) -> Vec<Outcome> {
+        let hashes: Vec<u64> = ops
+            .iter()
+            .map(|op| self.hasher.hash_one(op.key.as_str()))
+            .collect();
+        let mut order: Vec<usize> = hashes.iter().map(|&h| shard_index(h)).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<_> = order.iter().map(|&i| (i, self.shards[i].lock())).collect();
+        let original = |guards: &[(usize, parking_lot::MutexGuard<'_, HashTable<Slot>>)],
+                        i: usize| {
+            let (_, table) = guards
+                .iter()
+                .find(|(s, _)| *s == shard_index(hashes[i]))
+                .expect("every touched shard is locked");
+            table
+                .find(hashes[i], |s| *s.key == *ops[i].key)
+                .map(|s| s.state.clone())
+                .unwrap_or_else(|| State::new(ops[i].algorithm))
+        };
+        // trial[i]: (state after op i, its expiry) for the first op of each key; later ops on
+        // the same key continue from it.
+        let mut trial: Vec<Option<(State, u64)>> = Vec::with_capacity(ops.len());
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let first = ops[..i].iter().position(|o| o.key == op.key).unwrap_or(i);
+            if first == i {
+                let mut state = original(&guards, i);
+                let (outcome, expires) = state.decide(now, op);
+                trial.push(Some((state, expires)));
+                outcomes.push(outcome);
+            } else {
+                trial.push(None);
+                let Some((state, expires)) = trial[first].as_mut() else {
+                    unreachable!("the first op of a key always has a trial state");
+                };
+                let (outcome, e) = state.decide(now, op);
+                *expires = e;
+                outcomes.push(outcome);
+            }
+        }
+        if outcomes.iter().all(|o| o.allowed) {
+            for (i, t) in trial.into_iter().enumerate() {
+                if let Some((state, expires_ms)) = t {
+                    let table = &mut guards
+                        .iter_mut()
+                        .find(|(s, _)| *s == shard_index(hashes[i]))
+                        .expect("every touched shard is locked")
+                        .1;
+                    self.store_state(table, hashes[i], &ops[i], state, expires_ms, now);
+                }
+            }
+            return outcomes;
+        }
+        for (i, outcome) in outcomes.iter_mut().enumerate() {
+            if outcome.allowed {
+                let mut check = ops[i].clone();
+                check.hits = 0;
+                check.refund = false;
+                *outcome = original(&guards, i).decide(now, &check).0;
+            }
+        }
+        outcomes
+    }
+
+    /// Writes a decided state back (inserting it if new and worth keeping).
+    fn store_state(
+        &self,
+        table: &mut HashTable<Slot>,
+        hash: u64,
+        op: &Op,
+        state: State,
+        expires_ms: u64,
+        now: Duration,
+    ) {
+        if let Some(slot) = table.find_mut(hash, |s| *s.key == *op.key) {
+            slot.state = state;
+            slot.expires_ms = expires_ms;
+            return;
+        }
+        if op.hits == 0 || op.refund || !self.make_room(table, now) {
+            return;
+        }
+        let slot = Slot {
+            key: op.key.as_str().into(),
+            expires_ms,
+            state,
+        };
+        table.insert_unique(hash, slot, |s| self.hasher.hash_one(&*s.key));
+        self.live.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a shard has room for one more counter, sweeping it first when full.
+    fn make_room(&self, table: &mut HashTable<Slot>, now: Duration) -> bool {
+        if table.len() < self.shard_cap {
+            return true;
+        }
+        let before = table.len();
+        let now_ms = millis(now);
+        table.retain(|s| s.expires_ms > now_ms);
+        self.live.fetch_sub(before - table.len(), Ordering::Relaxed);
+        if table.len() < self.shard_cap {
+            return true;
+        }
+        metrics::counter!("sluice_memory_store_full_total").increment(1);
+        false
     }
 
     fn apply_one(&self, now: Duration, op: &Op) -> Outcome {
         let hash = self.hasher.hash_one(op.key.as_str());
-        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
+        let shard = &self.shards[shard_index(hash)];
         let mut table = shard.lock();
         let entry = table.entry(
             hash,
@@ -141,26 +264,7 @@ impl MemoryStore {
                 let mut state = State::new(op.algorithm);
                 let (outcome, expires_ms) = state.decide(now, op);
                 // A check or a refund of an absent counter leaves nothing worth keeping.
-                if op.hits == 0 || op.refund {
-                    return outcome;
-                }
-                if table.len() >= self.shard_cap {
-                    let before = table.len();
-                    let now_ms = millis(now);
-                    table.retain(|s| s.expires_ms > now_ms);
-                    self.live.fetch_sub(before - table.len(), Ordering::Relaxed);
-                    if table.len() >= self.shard_cap {
-                        metrics::counter!("sluice_memory_store_full_total").increment(1);
-                        return outcome;
-                    }
-                }
-                let slot = Slot {
-                    key: op.key.as_str().into(),
-                    expires_ms,
-                    state,
-                };
-                table.insert_unique(hash, slot, |s| self.hasher.hash_one(&*s.key));
-                self.live.fetch_add(1, Ordering::Relaxed);
+                self.store_state(&mut table, hash, op, state, expires_ms, now);
                 outcome
             }
         }
@@ -202,6 +306,11 @@ impl Store for MemoryStore {
     async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
         Ok(self.apply_now(ops))
     }
+}
+
+/// The shard of a key hash: bits above those hashbrown uses for buckets and tags' low end.
+fn shard_index(hash: u64) -> usize {
+    (hash >> 32) as usize % SHARDS
 }
 
 fn millis(d: Duration) -> u64 {

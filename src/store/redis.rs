@@ -31,6 +31,8 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Deadline of one script call (and of connecting).
     pub timeout: Duration,
+    /// All-or-nothing admission: when any op of a request is denied, charge none of them.
+    pub atomic: bool,
     /// Tests only: pass this clock's time to the script instead of Redis `TIME`, so memory and
     /// Redis can be compared on identical, exact timelines.
     pub clock: Option<Arc<dyn Clock>>,
@@ -58,6 +60,19 @@ pub struct RedisStore {
     timeout: Duration,
     /// See [`RedisConfig::clock`].
     clock: Option<Arc<dyn Clock>>,
+    /// See [`RedisConfig::atomic`].
+    atomic: bool,
+}
+
+/// What a script call does with its keys (`ARGV[2]` of `lua/limiter.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Charge each key on its own (upstream's behaviour).
+    Each = 0,
+    /// Charge every key only if all fit.
+    AllOrNothing = 1,
+    /// Write nothing; report keys that would fit as a check.
+    Probe = 3,
 }
 
 impl RedisStore {
@@ -92,7 +107,18 @@ impl RedisStore {
             prefix: config.key_prefix,
             timeout: config.timeout,
             clock: config.clock,
+            atomic: config.atomic,
         })
+    }
+
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Whether there is no shard (never: `connect` refuses an empty list).
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
     }
 
     /// The shard owning counter `key` (without prefix).
@@ -106,12 +132,13 @@ impl RedisStore {
         shard: usize,
         ops: &[Op],
         idx: &[usize],
+        mode: Mode,
     ) -> Result<Vec<Outcome>, StoreError> {
         let now = self.clock.as_ref().map_or(0, |c| {
             u64::try_from(c.now().as_micros()).unwrap_or(u64::MAX)
         });
         let mut inv = self.script.prepare_invoke();
-        inv.arg(now);
+        inv.arg(now).arg(mode as u8);
         for &i in idx {
             let op = &ops[i];
             inv.key(format!("{}{}", self.prefix, op.key))
@@ -145,21 +172,22 @@ impl RedisStore {
     }
 }
 
-impl Store for RedisStore {
-    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
-        if self.shards.len() == 1 {
-            let all: Vec<usize> = (0..ops.len()).collect();
-            return self.call(0, ops, &all).await;
-        }
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
-        for (i, op) in ops.iter().enumerate() {
-            groups[self.ring.shard_of(&op.key)].push(i);
-        }
-        let calls = groups
-            .iter()
-            .enumerate()
-            .filter(|(_, idx)| !idx.is_empty())
-            .map(|(shard, idx)| async move { self.call(shard, ops, idx).await.map(|o| (idx, o)) });
+impl RedisStore {
+    /// Runs `groups` (op indexes per shard) concurrently in `mode`, in op order.
+    async fn run(
+        &self,
+        ops: &[Op],
+        groups: &[Vec<usize>],
+        mode: Mode,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let calls =
+            groups
+                .iter()
+                .enumerate()
+                .filter(|(_, idx)| !idx.is_empty())
+                .map(|(shard, idx)| async move {
+                    self.call(shard, ops, idx, mode).await.map(|o| (idx, o))
+                });
         let answers = futures_util::future::try_join_all(calls).await?;
         let mut out = vec![Outcome::default(); ops.len()];
         for (idx, outcomes) in answers {
@@ -168,6 +196,35 @@ impl Store for RedisStore {
             }
         }
         Ok(out)
+    }
+}
+
+impl Store for RedisStore {
+    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+        let each = if self.atomic {
+            Mode::AllOrNothing
+        } else {
+            Mode::Each
+        };
+        if self.shards.len() == 1 {
+            let all: Vec<usize> = (0..ops.len()).collect();
+            return self.call(0, ops, &all, each).await;
+        }
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
+        for (i, op) in ops.iter().enumerate() {
+            groups[self.ring.shard_of(&op.key)].push(i);
+        }
+        let touched = groups.iter().filter(|g| !g.is_empty()).count();
+        if self.atomic && touched > 1 {
+            // Across shards: probe everywhere first; charge only if every op fits. A request
+            // racing between the two round trips can still be refused by one shard's own
+            // all-or-nothing check after another shard was charged.
+            let probe = self.run(ops, &groups, Mode::Probe).await?;
+            if probe.iter().any(|o| !o.allowed) {
+                return Ok(probe);
+            }
+        }
+        self.run(ops, &groups, each).await
     }
 }
 
