@@ -8,6 +8,7 @@ use crate::service::rls::{RateLimiter, RlsService};
 use crate::settings::{Backend, Settings};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{RedisConfig, RedisStore};
+use crate::store::redis_conn::Topology;
 use crate::store::Store;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
@@ -130,9 +131,17 @@ impl Server {
                 sweeper.abort();
                 result
             }
-            Backend::Redis => {
+            Backend::Redis | Backend::RedisCluster | Backend::RedisSentinel => {
+                let topology = match settings.backend {
+                    Backend::RedisCluster => Topology::Cluster,
+                    Backend::RedisSentinel => Topology::Sentinel {
+                        master: settings.redis_sentinel_master.clone(),
+                    },
+                    _ => Topology::Shards,
+                };
                 let config = RedisConfig {
                     nodes: settings.redis_node_list(),
+                    topology,
                     key_prefix: settings.redis_key_prefix.clone(),
                     timeout: settings
                         .redis_timeout()

@@ -28,6 +28,12 @@ pub enum Backend {
     Memory,
     /// Counters in Redis (`redis_nodes`, sharded by consistent hashing).
     Redis,
+    /// Counters in a Redis Cluster (`redis_nodes` are seed nodes).
+    #[serde(rename = "redis_cluster")]
+    RedisCluster,
+    /// Counters in a Sentinel-managed primary (`redis_nodes` are the sentinels).
+    #[serde(rename = "redis_sentinel")]
+    RedisSentinel,
 }
 
 /// Log line format.
@@ -73,6 +79,8 @@ pub struct Settings {
     pub redis_key_prefix: String,
     /// When any descriptor of a request is over its limit, charge none of its counters.
     pub atomic_admission: bool,
+    /// The primary's name for `backend = redis_sentinel`.
+    pub redis_sentinel_master: String,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -92,6 +100,7 @@ pub const KEYS: &[&str] = &[
     "redis_timeout",
     "redis_key_prefix",
     "atomic_admission",
+    "redis_sentinel_master",
 ];
 
 /// What the command line asks for.
@@ -136,7 +145,7 @@ struct ServeArgs {
     /// HTTP address [env: SLUICE_HTTP_ADDR] [default: 0.0.0.0:8080]
     #[arg(long, value_name = "ADDR")]
     http_addr: Option<String>,
-    /// Counter store: memory | redis [env: SLUICE_BACKEND]
+    /// Counter store: memory | redis | redis_cluster | redis_sentinel [env: SLUICE_BACKEND]
     #[arg(long)]
     backend: Option<String>,
     /// Settings file (TOML) holding any of these settings [env: SLUICE_CONFIG]
@@ -172,6 +181,9 @@ struct ServeArgs {
     /// Charge none of a request's counters when any is over [env: SLUICE_ATOMIC_ADMISSION]
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     atomic_admission: Option<bool>,
+    /// Primary name for redis_sentinel [env: SLUICE_REDIS_SENTINEL_MASTER] [default: mymaster]
+    #[arg(long, value_name = "NAME")]
+    redis_sentinel_master: Option<String>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -224,6 +236,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("redis_timeout", "10ms"))
         .and_then(|b| b.set_default("redis_key_prefix", ""))
         .and_then(|b| b.set_default("atomic_admission", false))
+        .and_then(|b| b.set_default("redis_sentinel_master", "mymaster"))
         .map_err(invalid)?;
     let file = args
         .config
@@ -252,7 +265,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 14] = [
+    let overrides: [(&str, Option<config::Value>); 15] = [
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -273,6 +286,10 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             args.redis_key_prefix.clone().map(Into::into),
         ),
         ("atomic_admission", args.atomic_admission.map(Into::into)),
+        (
+            "redis_sentinel_master",
+            args.redis_sentinel_master.clone().map(Into::into),
+        ),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -316,11 +333,11 @@ impl Settings {
                 "redis_timeout must be above zero".into(),
             ));
         }
-        if self.backend == Backend::Redis {
+        if self.backend != Backend::Memory {
             let nodes = self.redis_node_list();
             if nodes.is_empty() {
                 return Err(SettingsError::Invalid(
-                    "redis_nodes: backend redis needs at least one Redis URL".into(),
+                    "redis_nodes: a Redis backend needs at least one Redis URL".into(),
                 ));
             }
             for url in nodes {

@@ -11,6 +11,7 @@ use sluice::limiter::{Op, Outcome};
 use sluice::rules::model::Algorithm;
 use sluice::store::memory::MemoryStore;
 use sluice::store::redis::{RedisConfig, RedisStore};
+use sluice::store::redis_conn::Topology;
 use sluice::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,7 @@ async fn memory_and_redis_agree_for_every_algorithm() {
         let memory = MemoryStore::new(clock.clone(), 1_000);
         let remote = RedisStore::connect(RedisConfig {
             nodes: vec![redis.url()],
+            topology: Topology::Shards,
             key_prefix: "t:".into(),
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),
@@ -130,6 +132,7 @@ async fn one_script_call_per_shard_touched() {
     ];
     let store = RedisStore::connect(RedisConfig {
         nodes: nodes.iter().map(RedisServer::url).collect(),
+        topology: Topology::Shards,
         key_prefix: String::new(),
         timeout: Duration::from_secs(2),
         clock: None,
@@ -228,7 +231,8 @@ async fn all_or_nothing_charges_nothing_when_any_is_denied() {
     ] {
         let store = RedisStore::connect(RedisConfig {
             nodes,
-            key_prefix: String::new(),
+            topology: Topology::Shards,
+        key_prefix: String::new(),
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),
             atomic: true,

@@ -6,6 +6,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod redis_conn;
 pub mod ring;
 
 use crate::limiter::{Op, Outcome};

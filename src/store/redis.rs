@@ -10,9 +10,10 @@
 use crate::clock::Clock;
 use crate::limiter::{Op, Outcome};
 use crate::rules::model::Algorithm;
+use crate::store::redis_conn::{self, Conn, Topology};
 use crate::store::ring::ShardRing;
 use crate::store::{Store, StoreError};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_routing::Slot;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,8 +26,11 @@ const FIELDS: usize = 6;
 /// How to reach and use the Redis shards.
 #[derive(Clone)]
 pub struct RedisConfig {
-    /// `redis://[user:pass@]host:port/db`, `rediss://…` or `redis+unix://…`, one per shard.
+    /// `redis://[user:pass@]host:port/db`, `rediss://…` or `redis+unix://…`: one per shard, or
+    /// the cluster's seed nodes, or the sentinels.
     pub nodes: Vec<String>,
+    /// How the nodes are deployed.
+    pub topology: Topology,
     /// Prepended to every counter key (share a Redis between deployments).
     pub key_prefix: String,
     /// Deadline of one script call (and of connecting).
@@ -38,12 +42,12 @@ pub struct RedisConfig {
     pub clock: Option<Arc<dyn Clock>>,
 }
 
-/// One Redis node.
+/// One Redis node (or the whole cluster, or the sentinel-managed primary).
 struct Shard {
     /// `host:port` (or socket path), for errors and logs.
     name: String,
-    /// Multiplexed, self-reconnecting connection; cheap to clone per call.
-    conn: ConnectionManager,
+    /// Multiplexed connection; concurrent calls share it (Redis sees them pipelined).
+    conn: Conn,
 }
 
 /// Counters in Redis.
@@ -62,6 +66,8 @@ pub struct RedisStore {
     clock: Option<Arc<dyn Clock>>,
     /// See [`RedisConfig::atomic`].
     atomic: bool,
+    /// In a Redis Cluster counter keys carry a `{hash tag}` and calls are grouped by slot.
+    cluster: bool,
 }
 
 /// What a script call does with its keys (`ARGV[2]` of `lua/limiter.lua`).
@@ -82,22 +88,21 @@ impl RedisStore {
             return Err(StoreError::Unavailable("no Redis node configured".into()));
         }
         let mut shards = Vec::with_capacity(config.nodes.len());
-        for url in &config.nodes {
-            let client = redis::Client::open(url.as_str())
-                .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
-            let name = client.get_connection_info().addr().to_string();
-            let manager_config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
-                .set_response_timeout(Some(config.timeout))
-                .set_number_of_retries(1);
-            let conn = tokio::time::timeout(
-                config.timeout.max(Duration::from_secs(2)),
-                ConnectionManager::new_with_config(client, manager_config),
-            )
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("redis {name}: connect timed out")))?
-            .map_err(|e| StoreError::Unavailable(format!("redis {name}: {e}")))?;
-            shards.push(Shard { name, conn });
+        match &config.topology {
+            Topology::Shards => {
+                for url in &config.nodes {
+                    let (name, conn) = redis_conn::node(url, config.timeout).await?;
+                    shards.push(Shard { name, conn });
+                }
+            }
+            Topology::Cluster => {
+                let (name, conn) = redis_conn::cluster(&config.nodes, config.timeout).await?;
+                shards.push(Shard { name, conn });
+            }
+            Topology::Sentinel { master } => {
+                let (name, conn) = redis_conn::sentinel(&config.nodes, master, config.timeout).await?;
+                shards.push(Shard { name, conn });
+            }
         }
         let ring = ShardRing::new(&shards.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
         Ok(RedisStore {
@@ -108,6 +113,7 @@ impl RedisStore {
             timeout: config.timeout,
             clock: config.clock,
             atomic: config.atomic,
+            cluster: config.topology == Topology::Cluster,
         })
     }
 
@@ -119,6 +125,16 @@ impl RedisStore {
     /// Whether there is no shard (never: `connect` refuses an empty list).
     pub fn is_empty(&self) -> bool {
         self.shards.is_empty()
+    }
+
+    /// The Redis key of counter `key`: prefixed and, in a cluster, hash-tagged so the keys a
+    /// script derives from it (`…_<window>`, `…:seq`) share its slot.
+    fn redis_key(&self, key: &str) -> String {
+        if self.cluster {
+            format!("{}{{{}}}", self.prefix, key)
+        } else {
+            format!("{}{}", self.prefix, key)
+        }
     }
 
     /// The shard owning counter `key` (without prefix).
@@ -141,7 +157,7 @@ impl RedisStore {
         inv.arg(now).arg(mode as u8);
         for &i in idx {
             let op = &ops[i];
-            inv.key(format!("{}{}", self.prefix, op.key))
+            inv.key(self.redis_key(&op.key))
                 .arg(algorithm_code(op.algorithm))
                 .arg(op.requests_per_unit)
                 .arg(op.period_secs.max(1))
@@ -150,8 +166,7 @@ impl RedisStore {
                 .arg(u8::from(op.refund));
         }
         let s = &self.shards[shard];
-        let mut conn = s.conn.clone();
-        let values: Vec<i64> = tokio::time::timeout(self.timeout, inv.invoke_async(&mut conn))
+        let values: Vec<i64> = tokio::time::timeout(self.timeout, s.conn.invoke(&inv))
             .await
             .map_err(|_| {
                 StoreError::Unavailable(format!(
@@ -173,21 +188,40 @@ impl RedisStore {
 }
 
 impl RedisStore {
-    /// Runs `groups` (op indexes per shard) concurrently in `mode`, in op order.
+    /// Op indexes per script call: per shard, or in a cluster per slot.
+    fn groups(&self, ops: &[Op]) -> Vec<(usize, Vec<usize>)> {
+        if self.cluster {
+            let mut slots: Vec<(Slot, Vec<usize>)> = Vec::new();
+            for (i, op) in ops.iter().enumerate() {
+                let slot = Slot::for_key(self.redis_key(&op.key));
+                match slots.iter_mut().find(|(s, _)| *s == slot) {
+                    Some((_, idx)) => idx.push(i),
+                    None => slots.push((slot, vec![i])),
+                }
+            }
+            return slots.into_iter().map(|(_, idx)| (0, idx)).collect();
+        }
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
+        for (i, op) in ops.iter().enumerate() {
+            by_shard[self.ring.shard_of(&op.key)].push(i);
+        }
+        by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, idx)| !idx.is_empty())
+            .collect()
+    }
+
+    /// Runs `groups` (op indexes per call) concurrently in `mode`, in op order.
     async fn run(
         &self,
         ops: &[Op],
-        groups: &[Vec<usize>],
+        groups: &[(usize, Vec<usize>)],
         mode: Mode,
     ) -> Result<Vec<Outcome>, StoreError> {
-        let calls =
-            groups
-                .iter()
-                .enumerate()
-                .filter(|(_, idx)| !idx.is_empty())
-                .map(|(shard, idx)| async move {
-                    self.call(shard, ops, idx, mode).await.map(|o| (idx, o))
-                });
+        let calls = groups.iter().map(|(shard, idx)| async move {
+            self.call(*shard, ops, idx, mode).await.map(|o| (idx, o))
+        });
         let answers = futures_util::future::try_join_all(calls).await?;
         let mut out = vec![Outcome::default(); ops.len()];
         for (idx, outcomes) in answers {
@@ -210,12 +244,8 @@ impl Store for RedisStore {
             let all: Vec<usize> = (0..ops.len()).collect();
             return self.call(0, ops, &all, each).await;
         }
-        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.shards.len()];
-        for (i, op) in ops.iter().enumerate() {
-            groups[self.ring.shard_of(&op.key)].push(i);
-        }
-        let touched = groups.iter().filter(|g| !g.is_empty()).count();
-        if self.atomic && touched > 1 {
+        let groups = self.groups(ops);
+        if self.atomic && groups.len() > 1 {
             // Across shards: probe everywhere first; charge only if every op fits. A request
             // racing between the two round trips can still be refused by one shard's own
             // all-or-nothing check after another shard was charged.

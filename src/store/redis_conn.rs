@@ -1,0 +1,173 @@
+//! Connections to Redis, by deployment: independent nodes (one self-reconnecting multiplexed
+//! connection each), a Redis Cluster (one cluster connection that routes by slot), or a
+//! Sentinel-managed primary (re-resolved through the sentinels after an error, so a failover
+//! is followed without a restart).
+
+use crate::store::StoreError;
+use arc_swap::ArcSwap;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::{RedisResult, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How the Redis nodes are deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// Independent nodes; sluice shards keys over them by consistent hashing.
+    Shards,
+    /// One Redis Cluster; `nodes` are seed nodes, the cluster routes keys by slot.
+    Cluster,
+    /// A primary found through sentinels; `nodes` are the sentinels.
+    Sentinel {
+        /// The monitored primary's name (`sentinel monitor <name> …`).
+        master: String,
+    },
+}
+
+/// One way of sending a command to Redis.
+pub enum Conn {
+    /// A single node.
+    Node(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+    /// A Sentinel-managed primary.
+    Sentinel(Arc<SentinelPrimary>),
+}
+
+impl Conn {
+    /// Sends one script invocation.
+    pub async fn invoke(&self, inv: &redis::ScriptInvocation<'_>) -> RedisResult<Vec<i64>> {
+        match self {
+            Conn::Node(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => {
+                let mut c = s.current();
+                let result = inv.invoke_async(&mut c).await;
+                if result.is_err() {
+                    s.refresh();
+                }
+                result
+            }
+        }
+    }
+
+    /// Sends one plain command (used by health probes and tests).
+    pub async fn command(&self, cmd: &redis::Cmd) -> RedisResult<Value> {
+        match self {
+            Conn::Node(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Sentinel(s) => cmd.query_async(&mut s.current()).await,
+        }
+    }
+}
+
+/// Connection settings shared by every topology.
+fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+}
+
+/// Connects to one node: `(name, connection)`.
+pub async fn node(url: &str, timeout: Duration) -> Result<(String, Conn), StoreError> {
+    let client = redis::Client::open(url)
+        .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+    let name = client.get_connection_info().addr().to_string();
+    let conn = within(timeout, &name, ConnectionManager::new_with_config(client, manager_config(timeout))).await?;
+    Ok((name, Conn::Node(conn)))
+}
+
+/// Connects to a Redis Cluster through its seed nodes.
+pub async fn cluster(seeds: &[String], timeout: Duration) -> Result<(String, Conn), StoreError> {
+    let name = format!("cluster({})", seeds.join(","));
+    let client = redis::cluster::ClusterClient::builder(seeds.to_vec())
+        .connection_timeout(timeout.max(Duration::from_millis(100)))
+        .response_timeout(timeout)
+        .build()
+        .map_err(|e| StoreError::Unavailable(format!("{name}: {e}")))?;
+    let conn = within(timeout, &name, client.get_async_connection()).await?;
+    Ok((name, Conn::Cluster(conn)))
+}
+
+/// Finds the primary `master` through `sentinels` and connects to it.
+pub async fn sentinel(sentinels: &[String], master: &str, timeout: Duration) -> Result<(String, Conn), StoreError> {
+    let name = format!("sentinel({master})");
+    let client = SentinelClient::build(sentinels.to_vec(), master.to_owned(), None, SentinelServerType::Master)
+        .map_err(|e| StoreError::Unavailable(format!("{name}: {e}")))?;
+    let client = tokio::sync::Mutex::new(client);
+    let conn = resolve(&client, timeout, &name).await?;
+    let primary = SentinelPrimary {
+        client,
+        conn: ArcSwap::from_pointee(conn),
+        refreshing: AtomicBool::new(false),
+        timeout,
+        name: name.clone(),
+    };
+    Ok((name, Conn::Sentinel(Arc::new(primary))))
+}
+
+/// A Sentinel-managed primary and the current connection to it.
+pub struct SentinelPrimary {
+    /// Asks the sentinels who the primary is (needs `&mut`, hence the lock).
+    client: tokio::sync::Mutex<SentinelClient>,
+    /// The connection to the last known primary.
+    conn: ArcSwap<ConnectionManager>,
+    /// Whether a re-resolution is under way (one at a time).
+    refreshing: AtomicBool,
+    /// Deadline for resolving and connecting.
+    timeout: Duration,
+    /// For errors and logs.
+    name: String,
+}
+
+impl SentinelPrimary {
+    /// The connection to the last known primary.
+    fn current(&self) -> ConnectionManager {
+        ConnectionManager::clone(&self.conn.load())
+    }
+
+    /// Asks the sentinels again (in the background) after an error: the primary may have moved.
+    fn refresh(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            match resolve(&me.client, me.timeout, &me.name).await {
+                Ok(conn) => {
+                    me.conn.store(Arc::new(conn));
+                    tracing::info!(primary = %me.name, "re-resolved the primary through the sentinels");
+                }
+                Err(e) => tracing::warn!(primary = %me.name, error = %e, "sentinel re-resolution failed"),
+            }
+            me.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+}
+
+/// Asks the sentinels for the primary and connects to it.
+async fn resolve(
+    client: &tokio::sync::Mutex<SentinelClient>,
+    timeout: Duration,
+    name: &str,
+) -> Result<ConnectionManager, StoreError> {
+    let primary = within(timeout, name, async { client.lock().await.async_get_client().await }).await?;
+    within(timeout, name, ConnectionManager::new_with_config(primary, manager_config(timeout))).await
+}
+
+/// Runs a connect step within `timeout` (at least 2 s: start-up, not the hot path).
+async fn within<T>(
+    timeout: Duration,
+    name: &str,
+    f: impl std::future::Future<Output = RedisResult<T>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(timeout.max(Duration::from_secs(2)), f)
+        .await
+        .map_err(|_| StoreError::Unavailable(format!("redis {name}: connect timed out")))?
+        .map_err(|e| StoreError::Unavailable(format!("redis {name}: {e}")))
+}
