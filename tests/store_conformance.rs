@@ -232,7 +232,7 @@ async fn all_or_nothing_charges_nothing_when_any_is_denied() {
         let store = RedisStore::connect(RedisConfig {
             nodes,
             topology: Topology::Shards,
-        key_prefix: String::new(),
+            key_prefix: String::new(),
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),
             atomic: true,

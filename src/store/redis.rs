@@ -100,7 +100,8 @@ impl RedisStore {
                 shards.push(Shard { name, conn });
             }
             Topology::Sentinel { master } => {
-                let (name, conn) = redis_conn::sentinel(&config.nodes, master, config.timeout).await?;
+                let (name, conn) =
+                    redis_conn::sentinel(&config.nodes, master, config.timeout).await?;
                 shards.push(Shard { name, conn });
             }
         }
@@ -240,7 +241,7 @@ impl Store for RedisStore {
         } else {
             Mode::Each
         };
-        if self.shards.len() == 1 {
+        if self.shards.len() == 1 && !self.cluster {
             let all: Vec<usize> = (0..ops.len()).collect();
             return self.call(0, ops, &all, each).await;
         }

@@ -77,7 +77,12 @@ pub async fn node(url: &str, timeout: Duration) -> Result<(String, Conn), StoreE
     let client = redis::Client::open(url)
         .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
     let name = client.get_connection_info().addr().to_string();
-    let conn = within(timeout, &name, ConnectionManager::new_with_config(client, manager_config(timeout))).await?;
+    let conn = within(
+        timeout,
+        &name,
+        ConnectionManager::new_with_config(client, manager_config(timeout)),
+    )
+    .await?;
     Ok((name, Conn::Node(conn)))
 }
 
@@ -94,10 +99,19 @@ pub async fn cluster(seeds: &[String], timeout: Duration) -> Result<(String, Con
 }
 
 /// Finds the primary `master` through `sentinels` and connects to it.
-pub async fn sentinel(sentinels: &[String], master: &str, timeout: Duration) -> Result<(String, Conn), StoreError> {
+pub async fn sentinel(
+    sentinels: &[String],
+    master: &str,
+    timeout: Duration,
+) -> Result<(String, Conn), StoreError> {
     let name = format!("sentinel({master})");
-    let client = SentinelClient::build(sentinels.to_vec(), master.to_owned(), None, SentinelServerType::Master)
-        .map_err(|e| StoreError::Unavailable(format!("{name}: {e}")))?;
+    let client = SentinelClient::build(
+        sentinels.to_vec(),
+        master.to_owned(),
+        None,
+        SentinelServerType::Master,
+    )
+    .map_err(|e| StoreError::Unavailable(format!("{name}: {e}")))?;
     let client = tokio::sync::Mutex::new(client);
     let conn = resolve(&client, timeout, &name).await?;
     let primary = SentinelPrimary {
@@ -142,12 +156,13 @@ impl SentinelPrimary {
                     me.conn.store(Arc::new(conn));
                     tracing::info!(primary = %me.name, "re-resolved the primary through the sentinels");
                 }
-                Err(e) => tracing::warn!(primary = %me.name, error = %e, "sentinel re-resolution failed"),
+                Err(e) => {
+                    tracing::warn!(primary = %me.name, error = %e, "sentinel re-resolution failed")
+                }
             }
             me.refreshing.store(false, Ordering::Release);
         });
     }
-
 }
 
 /// Asks the sentinels for the primary and connects to it.
@@ -156,8 +171,16 @@ async fn resolve(
     timeout: Duration,
     name: &str,
 ) -> Result<ConnectionManager, StoreError> {
-    let primary = within(timeout, name, async { client.lock().await.async_get_client().await }).await?;
-    within(timeout, name, ConnectionManager::new_with_config(primary, manager_config(timeout))).await
+    let primary = within(timeout, name, async {
+        client.lock().await.async_get_client().await
+    })
+    .await?;
+    within(
+        timeout,
+        name,
+        ConnectionManager::new_with_config(primary, manager_config(timeout)),
+    )
+    .await
 }
 
 /// Runs a connect step within `timeout` (at least 2 s: start-up, not the hot path).

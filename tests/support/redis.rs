@@ -1,5 +1,7 @@
 //! A real `redis-server` per test, on a free loopback port, killed on drop.
 
+#![allow(dead_code)] // each test file uses a different subset
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
@@ -58,12 +60,24 @@ impl RedisServer {
 
     /// Calls of a command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
     pub fn calls(&self, command: &str) -> u64 {
+        self.stat(command, "calls")
+    }
+
+    /// Calls of a command that failed (e.g. EVALSHA meeting NOSCRIPT).
+    pub fn failed_calls(&self, command: &str) -> u64 {
+        self.stat(command, "failed_calls")
+    }
+
+    fn stat(&self, command: &str, field: &str) -> u64 {
         let info = self.command("INFO commandstats");
-        let prefix = format!("cmdstat_{command}:calls=");
+        let prefix = format!("cmdstat_{command}:");
         info.lines()
             .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|rest| rest.split(',').next())
-            .and_then(|n| n.parse().ok())
+            .and_then(|rest| {
+                rest.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
+            })
+            .and_then(|n| n.trim().parse().ok())
             .unwrap_or(0)
     }
 
@@ -96,4 +110,136 @@ impl Drop for RedisServer {
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
+}
+
+/// A free port `p` whose cluster bus port `p + 10000` is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let p = free_port();
+        if p < 55_000 && std::net::TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// A three-primary Redis Cluster on loopback, built with `redis-cli --cluster create`.
+pub struct RedisCluster {
+    /// The primaries (killed on drop).
+    pub nodes: Vec<RedisServer>,
+    /// Holds the nodes' cluster config files.
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers and joins them; waits for `cluster_state:ok`.
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut nodes = Vec::new();
+        for _ in 0..3 {
+            let port = free_cluster_port();
+            let conf = dir.path().join(format!("nodes-{port}.conf"));
+            let child = Command::new("redis-server")
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    &conf.to_string_lossy(),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server");
+            let mut server = RedisServer { port, child };
+            assert!(server.wait_ready(), "cluster node did not start");
+            nodes.push(server);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !nodes
+            .iter()
+            .all(|n| n.command("CLUSTER INFO").contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "cluster never became ok");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        RedisCluster { nodes, _dir: dir }
+    }
+
+    /// Seed URLs.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+}
+
+/// A primary and one sentinel monitoring it as `mymaster` (quorum 1).
+pub struct RedisSentinel {
+    /// The monitored primary.
+    pub primary: RedisServer,
+    /// The sentinel process.
+    pub sentinel: RedisServer,
+    /// Holds the sentinel's (rewritten) config file.
+    _dir: tempfile::TempDir,
+}
+
+impl RedisSentinel {
+    /// Starts the primary and the sentinel; waits until the sentinel knows the primary.
+    pub fn start() -> RedisSentinel {
+        let primary = RedisServer::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel down-after-milliseconds mymaster 1000\n",
+                primary.port
+            ),
+        )
+        .expect("sentinel.conf");
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server --sentinel");
+        let mut sentinel = RedisServer { port, child };
+        assert!(sentinel.wait_ready(), "sentinel did not start");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !sentinel
+            .command("SENTINEL get-master-addr-by-name mymaster")
+            .starts_with('*')
+        {
+            assert!(Instant::now() < deadline, "sentinel never saw the primary");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        RedisSentinel {
+            primary,
+            sentinel,
+            _dir: dir,
+        }
+    }
 }
