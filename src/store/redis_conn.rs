@@ -107,7 +107,7 @@ pub async fn sentinel(
     let name = format!("sentinel({master})");
     let client = SentinelClient::build(
         sentinels.to_vec(),
-        master.to_owned(),
+        master,
         None,
         SentinelServerType::Master,
     )
