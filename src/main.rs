@@ -25,8 +25,6 @@ fn main() -> ExitCode {
         }
     };
     init_logging(&settings);
-    // rediss:// needs a process-wide rustls crypto provider; an error means one is installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -139,9 +139,16 @@ impl Server {
                     },
                     _ => Topology::Shards,
                 };
+                let tls_ca = match settings.redis_tls_ca_file.as_str() {
+                    "" => None,
+                    path => Some(std::fs::read(path).map_err(|e| {
+                        ServeError::Store(format!("redis_tls_ca_file {path}: {e}"))
+                    })?),
+                };
                 let config = RedisConfig {
                     nodes: settings.redis_node_list(),
                     topology,
+                    tls_ca,
                     key_prefix: settings.redis_key_prefix.clone(),
                     timeout: settings
                         .redis_timeout()

@@ -81,6 +81,8 @@ pub struct Settings {
     pub atomic_admission: bool,
     /// The primary's name for `backend = redis_sentinel`.
     pub redis_sentinel_master: String,
+    /// PEM file of CA certificates trusted for `rediss://` (empty: the system roots).
+    pub redis_tls_ca_file: String,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -101,6 +103,7 @@ pub const KEYS: &[&str] = &[
     "redis_key_prefix",
     "atomic_admission",
     "redis_sentinel_master",
+    "redis_tls_ca_file",
 ];
 
 /// What the command line asks for.
@@ -184,6 +187,9 @@ struct ServeArgs {
     /// Primary name for redis_sentinel [env: SLUICE_REDIS_SENTINEL_MASTER] [default: mymaster]
     #[arg(long, value_name = "NAME")]
     redis_sentinel_master: Option<String>,
+    /// CA certificates (PEM) for rediss:// [env: SLUICE_REDIS_TLS_CA_FILE] [default: system]
+    #[arg(long, value_name = "FILE")]
+    redis_tls_ca_file: Option<String>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -237,6 +243,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("redis_key_prefix", ""))
         .and_then(|b| b.set_default("atomic_admission", false))
         .and_then(|b| b.set_default("redis_sentinel_master", "mymaster"))
+        .and_then(|b| b.set_default("redis_tls_ca_file", ""))
         .map_err(invalid)?;
     let file = args
         .config
@@ -265,7 +272,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 15] = [
+    let overrides: [(&str, Option<config::Value>); 16] = [
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -289,6 +296,10 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         (
             "redis_sentinel_master",
             args.redis_sentinel_master.clone().map(Into::into),
+        ),
+        (
+            "redis_tls_ca_file",
+            args.redis_tls_ca_file.clone().map(Into::into),
         ),
     ];
     for (key, value) in overrides {

@@ -103,6 +103,7 @@ async fn memory_and_redis_agree_for_every_algorithm() {
         let remote = RedisStore::connect(RedisConfig {
             nodes: vec![redis.url()],
             topology: Topology::Shards,
+            tls_ca: None,
             key_prefix: "t:".into(),
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),
@@ -133,6 +134,7 @@ async fn one_script_call_per_shard_touched() {
     let store = RedisStore::connect(RedisConfig {
         nodes: nodes.iter().map(RedisServer::url).collect(),
         topology: Topology::Shards,
+        tls_ca: None,
         key_prefix: String::new(),
         timeout: Duration::from_secs(2),
         clock: None,
@@ -232,6 +234,7 @@ async fn all_or_nothing_charges_nothing_when_any_is_denied() {
         let store = RedisStore::connect(RedisConfig {
             nodes,
             topology: Topology::Shards,
+            tls_ca: None,
             key_prefix: String::new(),
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),

@@ -31,6 +31,8 @@ pub struct RedisConfig {
     pub nodes: Vec<String>,
     /// How the nodes are deployed.
     pub topology: Topology,
+    /// PEM CA certificate(s) to trust for `rediss://` instead of the system roots.
+    pub tls_ca: Option<Vec<u8>>,
     /// Prepended to every counter key (share a Redis between deployments).
     pub key_prefix: String,
     /// Deadline of one script call (and of connecting).
@@ -91,12 +93,15 @@ impl RedisStore {
         match &config.topology {
             Topology::Shards => {
                 for url in &config.nodes {
-                    let (name, conn) = redis_conn::node(url, config.timeout).await?;
+                    let (name, conn) =
+                        redis_conn::node(url, config.timeout, config.tls_ca.as_deref()).await?;
                     shards.push(Shard { name, conn });
                 }
             }
             Topology::Cluster => {
-                let (name, conn) = redis_conn::cluster(&config.nodes, config.timeout).await?;
+                let (name, conn) =
+                    redis_conn::cluster(&config.nodes, config.timeout, config.tls_ca.as_deref())
+                        .await?;
                 shards.push(Shard { name, conn });
             }
             Topology::Sentinel { master } => {

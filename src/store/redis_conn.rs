@@ -72,10 +72,35 @@ fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
         .set_number_of_retries(1)
 }
 
-/// Connects to one node: `(name, connection)`.
-pub async fn node(url: &str, timeout: Duration) -> Result<(String, Conn), StoreError> {
-    let client = redis::Client::open(url)
-        .map_err(|e| StoreError::Unavailable(format!("bad Redis URL: {e}")))?;
+/// Makes sure rustls has its process-wide crypto provider (idempotent).
+fn tls_ready() {
+    // An error means a provider is already installed, which is all we need.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// `root_cert` as redis-rs wants it, if a CA file was given.
+fn certificates(ca: Option<&[u8]>) -> Option<redis::TlsCertificates> {
+    ca.map(|pem| redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem.to_vec()),
+    })
+}
+
+/// Connects to one node: `(name, connection)`. `ca` (PEM) replaces the system roots for
+/// `rediss://`.
+pub async fn node(
+    url: &str,
+    timeout: Duration,
+    ca: Option<&[u8]>,
+) -> Result<(String, Conn), StoreError> {
+    tls_ready();
+    let bad = |e: redis::RedisError| StoreError::Unavailable(format!("bad Redis URL: {e}"));
+    let client = match certificates(ca) {
+        Some(certs) if url.starts_with("rediss://") => {
+            redis::Client::build_with_tls(url, certs).map_err(bad)?
+        }
+        _ => redis::Client::open(url).map_err(bad)?,
+    };
     let name = client.get_connection_info().addr().to_string();
     let conn = within(
         timeout,
@@ -87,11 +112,20 @@ pub async fn node(url: &str, timeout: Duration) -> Result<(String, Conn), StoreE
 }
 
 /// Connects to a Redis Cluster through its seed nodes.
-pub async fn cluster(seeds: &[String], timeout: Duration) -> Result<(String, Conn), StoreError> {
+pub async fn cluster(
+    seeds: &[String],
+    timeout: Duration,
+    ca: Option<&[u8]>,
+) -> Result<(String, Conn), StoreError> {
+    tls_ready();
     let name = format!("cluster({})", seeds.join(","));
-    let client = redis::cluster::ClusterClient::builder(seeds.to_vec())
+    let mut builder = redis::cluster::ClusterClient::builder(seeds.to_vec())
         .connection_timeout(timeout.max(Duration::from_millis(100)))
-        .response_timeout(timeout)
+        .response_timeout(timeout);
+    if let Some(certs) = certificates(ca) {
+        builder = builder.certs(certs);
+    }
+    let client = builder
         .build()
         .map_err(|e| StoreError::Unavailable(format!("{name}: {e}")))?;
     let conn = within(timeout, &name, client.get_async_connection()).await?;
@@ -105,13 +139,9 @@ pub async fn sentinel(
     timeout: Duration,
 ) -> Result<(String, Conn), StoreError> {
     let name = format!("sentinel({master})");
-    let client = SentinelClient::build(
-        sentinels.to_vec(),
-        master,
-        None,
-        SentinelServerType::Master,
-    )
-    .map_err(|e| StoreError::Unavailable(format!("{name}: {e}")))?;
+    let client =
+        SentinelClient::build(sentinels.to_vec(), master, None, SentinelServerType::Master)
+            .map_err(|e| StoreError::Unavailable(format!("{name}: {e}")))?;
     let client = tokio::sync::Mutex::new(client);
     let conn = resolve(&client, timeout, &name).await?;
     let primary = SentinelPrimary {
