@@ -126,6 +126,20 @@ mod tests {
     }
 
     #[test]
+    fn removing_a_node_moves_only_its_keys() {
+        let three = ShardRing::new(&NODES);
+        let two = ShardRing::new(&[NODES[0], NODES[2]]);
+        for i in 0..10_000 {
+            let key = format!("domain_user_{i}");
+            let before = NODES[three.shard_of(&key)];
+            let after = [NODES[0], NODES[2]][two.shard_of(&key)];
+            if before != NODES[1] {
+                assert_eq!(before, after, "{key} moved though its node stayed");
+            }
+        }
+    }
+
+    #[test]
     fn list_order_does_not_matter() {
         let a = ShardRing::new(&NODES);
         let b = ShardRing::new(&[NODES[2], NODES[0], NODES[1]]);
