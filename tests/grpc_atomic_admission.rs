@@ -49,3 +49,23 @@ async fn atomic_admission_charges_nothing_for_denied_requests() {
         9
     );
 }
+
+#[tokio::test]
+async fn atomic_admission_makes_a_denied_fixed_window_hit_free() {
+    let s = TestServer::start(&[("a.yaml", RULES)], &["--atomic-admission"]).await;
+    let mut c = s.client().await;
+    let big = || req("aon", vec![desc_hits(&[("tenant", "solo")], 8)]);
+    assert_eq!(overall(&call(&mut c, big()).await), Code::Ok);
+    assert_eq!(overall(&call(&mut c, big()).await), Code::OverLimit);
+    let r = call(
+        &mut c,
+        req("aon", vec![desc_hits(&[("tenant", "solo")], 2)]),
+    )
+    .await;
+    assert_eq!(
+        summary(&r),
+        [(Code::Ok, 0, Some(10))],
+        "the denied 8 were not counted"
+    );
+    s.stop().await;
+}

@@ -127,7 +127,8 @@ impl MemoryStore {
     /// Runs `ops` at the clock's current time.
     pub fn apply_now(&self, ops: &[Op]) -> Vec<Outcome> {
         let now = self.clock.now();
-        if self.atomic && ops.len() > 1 {
+        if self.atomic {
+            // Even a single op: a denied request consumes nothing (fixed window included).
             return self.apply_all_or_nothing(now, ops);
         }
         ops.iter().map(|op| self.apply_one(now, op)).collect()
