@@ -6,8 +6,9 @@ use crate::rules::{RuleError, Rules};
 use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
 use crate::settings::{Backend, Settings};
+use crate::store::fallback::BreakerConfig;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::{RedisConfig, RedisStore};
+use crate::store::redis::{FallbackConfig, RedisConfig, RedisStore};
 use crate::store::redis_conn::Topology;
 use crate::store::Store;
 use arc_swap::ArcSwap;
@@ -155,6 +156,15 @@ impl Server {
                         .map_err(|e| ServeError::Store(e.to_string()))?,
                     clock: None,
                     atomic: settings.atomic_admission,
+                    fallback: FallbackConfig {
+                        policy: settings.fallback,
+                        replicas: settings.fallback_replicas,
+                        breaker: BreakerConfig {
+                            failures: settings.breaker_failures,
+                            open_for: Duration::from_millis(settings.breaker_open_ms),
+                            max_open_for: Duration::from_millis(settings.breaker_max_open_ms),
+                        },
+                    },
                 };
                 let store = Arc::new(
                     RedisStore::connect(config)

@@ -2,6 +2,7 @@
 //! once at start. The environment is passed in as a map, so tests never touch the process's.
 
 use crate::service::response::HeaderMode;
+pub use crate::store::fallback::FailurePolicy;
 use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -83,6 +84,16 @@ pub struct Settings {
     pub redis_sentinel_master: String,
     /// PEM file of CA certificates trusted for `rediss://` (empty: the system roots).
     pub redis_tls_ca_file: String,
+    /// What answers for keys of an unavailable Redis shard: local, allow or deny.
+    pub fallback: FailurePolicy,
+    /// Replicas sharing each limit while deciding locally.
+    pub fallback_replicas: u32,
+    /// Consecutive failures that open a shard's breaker.
+    pub breaker_failures: u32,
+    /// First wait (ms) before probing an open shard; doubles per failed probe.
+    pub breaker_open_ms: u64,
+    /// Longest wait (ms) between probes.
+    pub breaker_max_open_ms: u64,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -104,6 +115,11 @@ pub const KEYS: &[&str] = &[
     "atomic_admission",
     "redis_sentinel_master",
     "redis_tls_ca_file",
+    "fallback",
+    "fallback_replicas",
+    "breaker_failures",
+    "breaker_open_ms",
+    "breaker_max_open_ms",
 ];
 
 /// What the command line asks for.
@@ -190,6 +206,21 @@ struct ServeArgs {
     /// CA certificates (PEM) for rediss:// [env: SLUICE_REDIS_TLS_CA_FILE] [default: system]
     #[arg(long, value_name = "FILE")]
     redis_tls_ca_file: Option<String>,
+    /// local | allow | deny, for keys of an unavailable shard [env: SLUICE_FALLBACK]
+    #[arg(long)]
+    fallback: Option<String>,
+    /// Replicas sharing each limit in local fallback [env: SLUICE_FALLBACK_REPLICAS] [default: 1]
+    #[arg(long)]
+    fallback_replicas: Option<u32>,
+    /// Consecutive failures opening a shard's breaker [env: SLUICE_BREAKER_FAILURES] [default: 3]
+    #[arg(long)]
+    breaker_failures: Option<u32>,
+    /// First probe wait of an open shard, ms [env: SLUICE_BREAKER_OPEN_MS] [default: 500]
+    #[arg(long)]
+    breaker_open_ms: Option<u64>,
+    /// Longest probe wait, ms [env: SLUICE_BREAKER_MAX_OPEN_MS] [default: 5000]
+    #[arg(long)]
+    breaker_max_open_ms: Option<u64>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -244,6 +275,11 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("atomic_admission", false))
         .and_then(|b| b.set_default("redis_sentinel_master", "mymaster"))
         .and_then(|b| b.set_default("redis_tls_ca_file", ""))
+        .and_then(|b| b.set_default("fallback", "local"))
+        .and_then(|b| b.set_default("fallback_replicas", 1u64))
+        .and_then(|b| b.set_default("breaker_failures", 3u64))
+        .and_then(|b| b.set_default("breaker_open_ms", 500u64))
+        .and_then(|b| b.set_default("breaker_max_open_ms", 5000u64))
         .map_err(invalid)?;
     let file = args
         .config
@@ -272,7 +308,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 16] = [
+    let overrides: [(&str, Option<config::Value>); 21] = [
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -300,6 +336,14 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         (
             "redis_tls_ca_file",
             args.redis_tls_ca_file.clone().map(Into::into),
+        ),
+        ("fallback", args.fallback.clone().map(Into::into)),
+        ("fallback_replicas", args.fallback_replicas.map(Into::into)),
+        ("breaker_failures", args.breaker_failures.map(Into::into)),
+        ("breaker_open_ms", args.breaker_open_ms.map(Into::into)),
+        (
+            "breaker_max_open_ms",
+            args.breaker_max_open_ms.map(Into::into),
         ),
     ];
     for (key, value) in overrides {
@@ -338,6 +382,21 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
+        if self.fallback_replicas == 0 {
+            return Err(SettingsError::Invalid(
+                "fallback_replicas must be at least 1".into(),
+            ));
+        }
+        if self.breaker_failures == 0 || self.breaker_open_ms == 0 {
+            return Err(SettingsError::Invalid(
+                "breaker_failures and breaker_open_ms must be at least 1".into(),
+            ));
+        }
+        if self.breaker_max_open_ms < self.breaker_open_ms {
+            return Err(SettingsError::Invalid(
+                "breaker_max_open_ms must not be below breaker_open_ms".into(),
+            ));
+        }
         let timeout = self.redis_timeout()?;
         if timeout.is_zero() {
             return Err(SettingsError::Invalid(

@@ -155,6 +155,7 @@ fn config(url: String, ca: &Path) -> RedisConfig {
         timeout: Duration::from_secs(2),
         atomic: false,
         clock: None,
+        fallback: Default::default(),
     }
 }
 

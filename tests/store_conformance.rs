@@ -86,7 +86,7 @@ async fn run(store: &impl Store, clock: &ManualClock, algorithm: Algorithm) -> V
     for s in timeline() {
         clock.advance(Duration::from_millis(s.advance_ms));
         let mut o = store
-            .apply(&[op(s.key, algorithm, s.hits, s.refund)])
+            .apply(&[op(s.key, algorithm, s.hits, s.refund)], None)
             .await
             .expect("store answers");
         out.push(o.remove(0));
@@ -108,6 +108,7 @@ async fn memory_and_redis_agree_for_every_algorithm() {
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),
             atomic: false,
+            fallback: Default::default(),
         })
         .await
         .expect("connect");
@@ -139,6 +140,7 @@ async fn one_script_call_per_shard_touched() {
         timeout: Duration::from_secs(2),
         clock: None,
         atomic: false,
+        fallback: Default::default(),
     })
     .await
     .expect("connect");
@@ -163,11 +165,14 @@ async fn one_script_call_per_shard_touched() {
             ..op("x", Algorithm::FixedWindow, 1, false)
         })
         .collect();
-    store.apply(&ops).await.expect("warm-up loads the script");
+    store
+        .apply(&ops, None)
+        .await
+        .expect("warm-up loads the script");
     for n in &nodes {
         n.command("CONFIG RESETSTAT");
     }
-    let out = store.apply(&ops).await.expect("apply");
+    let out = store.apply(&ops, None).await.expect("apply");
     assert!(
         out.iter().all(|o| o.allowed && o.used_after == 2),
         "{out:?}"
@@ -196,11 +201,11 @@ async fn all_or_nothing_sequence(store: &impl Store, broad: &str, granular: &str
         g.requests_per_unit = 1;
         vec![b, g]
     };
-    let first = store.apply(&pair(1)).await.expect("apply");
+    let first = store.apply(&pair(1), None).await.expect("apply");
     assert!(first.iter().all(|o| o.allowed), "{first:?}");
     assert_eq!((first[0].remaining, first[1].remaining), (4, 0));
     for _ in 0..3 {
-        let denied = store.apply(&pair(1)).await.expect("apply");
+        let denied = store.apply(&pair(1), None).await.expect("apply");
         assert!(!denied[1].allowed, "granular is over: {denied:?}");
         assert!(denied[0].allowed, "broad alone would fit: {denied:?}");
         assert_eq!(denied[0].remaining, 4, "broad reported uncharged");
@@ -208,7 +213,7 @@ async fn all_or_nothing_sequence(store: &impl Store, broad: &str, granular: &str
     }
     let mut broad_only = pair(1);
     broad_only.truncate(1);
-    let out = store.apply(&broad_only).await.expect("apply");
+    let out = store.apply(&broad_only, None).await.expect("apply");
     assert_eq!(
         out[0].remaining, 3,
         "only the one admitted request was charged"
@@ -239,6 +244,7 @@ async fn all_or_nothing_charges_nothing_when_any_is_denied() {
             timeout: Duration::from_secs(2),
             clock: Some(clock.clone()),
             atomic: true,
+            fallback: Default::default(),
         })
         .await
         .expect("connect");

@@ -41,6 +41,7 @@ impl FixedWindow {
             retry_after: if allowed { Duration::ZERO } else { reset_after },
             used_before: before,
             used_after: self.count,
+            fallback: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Outcome {
     pub used_before: u64,
     /// Hits counted after this request (fixed window counts denied hits too, as upstream).
     pub used_after: u64,
+    /// Decided by the failure policy because the counter's Redis shard was unavailable.
+    pub fallback: bool,
 }
 
 /// Whole seconds in `d`, rounded up, for headers such as `Retry-After`.

@@ -57,6 +57,7 @@ impl SlidingLog {
             },
             used_before: before,
             used_after: self.total,
+            fallback: false,
         }
     }
 

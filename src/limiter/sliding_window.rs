@@ -79,6 +79,7 @@ impl SlidingWindow {
             retry_after,
             used_before,
             used_after: ceil_div(after, u128::from(p)),
+            fallback: false,
         }
     }
 

@@ -28,6 +28,7 @@ impl TokenBucket {
                 retry_after: Duration::from_micros(period_us),
                 used_before: 0,
                 used_after: 0,
+                fallback: false,
             };
         }
         // Emission interval; at least 1 µs (so at most 10⁶ tokens per second per key).
@@ -63,6 +64,7 @@ impl TokenBucket {
             retry_after: Duration::from_micros(retry_after),
             used_before,
             used_after: used(backlog, t, burst),
+            fallback: false,
         }
     }
 

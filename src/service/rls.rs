@@ -35,6 +35,7 @@ impl<S: Store> RateLimiter<S> {
     pub async fn should_rate_limit(
         &self,
         req: &RateLimitRequest,
+        deadline: Option<tokio::time::Instant>,
     ) -> Result<RateLimitResponse, ServiceError> {
         validate(req)?;
         let rules = self.rules.load_full();
@@ -42,7 +43,7 @@ impl<S: Store> RateLimiter<S> {
         let outcomes = if plan.ops.is_empty() {
             Vec::new()
         } else {
-            self.store.apply(&plan.ops).await?
+            self.store.apply(&plan.ops, deadline).await?
         };
         Ok(respond(&plan, &outcomes, self.options))
     }
@@ -57,13 +58,59 @@ impl<S: Store> RateLimitService for RlsService<S> {
         &self,
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+        let deadline = grpc_timeout(request.metadata()).map(|t| tokio::time::Instant::now() + t);
         let req = request.into_inner();
-        match self.0.should_rate_limit(&req).await {
+        match self.0.should_rate_limit(&req, deadline).await {
             Ok(resp) => Ok(tonic::Response::new(resp)),
             Err(e) => {
                 tracing::debug!(domain = %req.domain, error = %e, "ShouldRateLimit failed");
                 Err(e.into())
             }
         }
+    }
+}
+
+/// The caller's `grpc-timeout` (e.g. `20m` from Envoy's 20 ms filter timeout), if valid.
+pub fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<std::time::Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    use std::time::Duration;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grpc_timeout;
+    use std::time::Duration;
+
+    fn parse(v: &str) -> Option<Duration> {
+        let mut m = tonic::metadata::MetadataMap::new();
+        m.insert("grpc-timeout", v.parse().expect("ascii"));
+        grpc_timeout(&m)
+    }
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse("20m"), Some(Duration::from_millis(20)));
+        assert_eq!(parse("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(parse("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse("500u"), Some(Duration::from_micros(500)));
+        assert_eq!(parse("7n"), Some(Duration::from_nanos(7)));
+        assert_eq!(parse("20x"), None);
+        assert_eq!(parse("m"), None);
+        assert_eq!(parse("123456789m"), None, "at most 8 digits");
     }
 }

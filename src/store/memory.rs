@@ -304,7 +304,11 @@ impl MemoryStore {
 }
 
 impl Store for MemoryStore {
-    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+    async fn apply(
+        &self,
+        ops: &[Op],
+        _deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         Ok(self.apply_now(ops))
     }
 }

@@ -4,6 +4,7 @@
 //! - [`memory`]: the embedded store (default): sharded maps in this process.
 //! - [`redis`]: counters in Redis, sharded over nodes by [`ring`], one script call per shard.
 
+pub mod fallback;
 pub mod memory;
 pub mod redis;
 pub mod redis_conn;
@@ -11,6 +12,7 @@ pub mod ring;
 
 use crate::limiter::{Op, Outcome};
 use std::future::Future;
+use tokio::time::Instant;
 
 /// Why a store could not decide.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -22,6 +24,11 @@ pub enum StoreError {
 
 /// Where counters live.
 pub trait Store: Send + Sync + 'static {
-    /// Runs `ops` (one request's counters) and returns one outcome per op, in order.
-    fn apply(&self, ops: &[Op]) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+    /// Runs `ops` (one request's counters) and returns one outcome per op, in order; a
+    /// networked store answers by `deadline` (the caller's `grpc-timeout`) if there is one.
+    fn apply(
+        &self,
+        ops: &[Op],
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 }

@@ -7,15 +7,18 @@
 //! share it and Redis sees them pipelined; it reconnects by itself after a failure. Every call
 //! has a deadline, so a stalled node is an error, never a slow answer.
 
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemClock};
 use crate::limiter::{Op, Outcome};
 use crate::rules::model::Algorithm;
+use crate::store::fallback::{local_share, Breaker, BreakerConfig, FailurePolicy, Route};
+use crate::store::memory::MemoryStore;
 use crate::store::redis_conn::{self, Conn, Topology};
 use crate::store::ring::ShardRing;
 use crate::store::{Store, StoreError};
 use redis::cluster_routing::Slot;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The batch script, compiled into the binary.
 pub const SCRIPT: &str = include_str!("../../lua/limiter.lua");
@@ -42,6 +45,29 @@ pub struct RedisConfig {
     /// Tests only: pass this clock's time to the script instead of Redis `TIME`, so memory and
     /// Redis can be compared on identical, exact timelines.
     pub clock: Option<Arc<dyn Clock>>,
+    /// What to do while a shard is unavailable.
+    pub fallback: FallbackConfig,
+}
+
+/// The failure policy and the breaker thresholds.
+#[derive(Debug, Clone, Copy)]
+pub struct FallbackConfig {
+    /// Local (default), allow or deny.
+    pub policy: FailurePolicy,
+    /// Live replicas sharing each limit while deciding locally (limit / replicas, rounded up).
+    pub replicas: u32,
+    /// When a shard counts as down, and how often it is probed.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            policy: FailurePolicy::Local,
+            replicas: 1,
+            breaker: BreakerConfig::default(),
+        }
+    }
 }
 
 /// One Redis node (or the whole cluster, or the sentinel-managed primary).
@@ -50,6 +76,8 @@ struct Shard {
     name: String,
     /// Multiplexed connection; concurrent calls share it (Redis sees them pipelined).
     conn: Conn,
+    /// Whether to ask this shard at all right now.
+    breaker: Breaker,
 }
 
 /// Counters in Redis.
@@ -70,6 +98,11 @@ pub struct RedisStore {
     atomic: bool,
     /// In a Redis Cluster counter keys carry a `{hash tag}` and calls are grouped by slot.
     cluster: bool,
+    /// See [`RedisConfig::fallback`].
+    fallback: FallbackConfig,
+    /// Counters decided locally while their shard is away (dropped when it is back: see
+    /// README, "When Redis fails").
+    local: MemoryStore,
 }
 
 /// What a script call does with its keys (`ARGV[2]` of `lua/limiter.lua`).
@@ -95,19 +128,19 @@ impl RedisStore {
                 for url in &config.nodes {
                     let (name, conn) =
                         redis_conn::node(url, config.timeout, config.tls_ca.as_deref()).await?;
-                    shards.push(Shard { name, conn });
+                    shards.push(shard(name, conn, &config));
                 }
             }
             Topology::Cluster => {
                 let (name, conn) =
                     redis_conn::cluster(&config.nodes, config.timeout, config.tls_ca.as_deref())
                         .await?;
-                shards.push(Shard { name, conn });
+                shards.push(shard(name, conn, &config));
             }
             Topology::Sentinel { master } => {
                 let (name, conn) =
                     redis_conn::sentinel(&config.nodes, master, config.timeout).await?;
-                shards.push(Shard { name, conn });
+                shards.push(shard(name, conn, &config));
             }
         }
         let ring = ShardRing::new(&shards.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
@@ -117,9 +150,17 @@ impl RedisStore {
             script: redis::Script::new(SCRIPT),
             prefix: config.key_prefix,
             timeout: config.timeout,
-            clock: config.clock,
+            clock: config.clock.clone(),
             atomic: config.atomic,
             cluster: config.topology == Topology::Cluster,
+            fallback: config.fallback,
+            local: MemoryStore::new(
+                config
+                    .clock
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(SystemClock)),
+                1_000_000,
+            ),
         })
     }
 
@@ -148,13 +189,92 @@ impl RedisStore {
         self.ring.shard_of(key)
     }
 
-    /// Runs the ops `idx` (all on `shard`) in one script call.
+    /// Runs the ops `idx` (all on `shard`) in one script call — or, when the shard's breaker
+    /// is open or the call fails or misses its deadline, by the failure policy.
     async fn call(
         &self,
         shard: usize,
         ops: &[Op],
         idx: &[usize],
         mode: Mode,
+        deadline: Option<Instant>,
+    ) -> Vec<Outcome> {
+        let s = &self.shards[shard];
+        let route = s.breaker.route();
+        // Keep a little of the caller's time for the fallback and the answer.
+        let budget = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(Duration::from_millis(2))
+                .min(self.timeout),
+            None => self.timeout,
+        };
+        if route == Route::Fallback || budget.is_zero() {
+            return self.fall_back(s, ops, idx, mode);
+        }
+        match self.invoke(s, ops, idx, mode, budget).await {
+            Ok(outcomes) => {
+                s.breaker.record(route, true);
+                outcomes
+            }
+            Err(e) => {
+                s.breaker.record(route, false);
+                tracing::debug!(error = %e, "redis call failed; deciding by the failure policy");
+                self.fall_back(s, ops, idx, mode)
+            }
+        }
+    }
+
+    /// Decides ops of an unavailable shard by the failure policy.
+    fn fall_back(&self, s: &Shard, ops: &[Op], idx: &[usize], mode: Mode) -> Vec<Outcome> {
+        let policy = self.fallback.policy;
+        metrics::counter!("sluice_fallback_decisions_total", "shard" => s.name.clone(), "policy" => policy.name())
+            .increment(idx.len() as u64);
+        let fixed = |allowed: bool| Outcome {
+            allowed,
+            fallback: true,
+            ..Outcome::default()
+        };
+        match policy {
+            FailurePolicy::Allow => idx.iter().map(|_| fixed(true)).collect(),
+            FailurePolicy::Deny => idx.iter().map(|_| fixed(false)).collect(),
+            // A cross-shard probe must not charge; the commit that follows decides locally.
+            FailurePolicy::Local if mode == Mode::Probe => {
+                idx.iter().map(|_| fixed(true)).collect()
+            }
+            FailurePolicy::Local => {
+                let replicas = self.fallback.replicas;
+                let share: Vec<Op> = idx
+                    .iter()
+                    .map(|&i| {
+                        let op = &ops[i];
+                        Op {
+                            requests_per_unit: local_share(op.requests_per_unit, replicas),
+                            burst: local_share(op.burst, replicas),
+                            ..op.clone()
+                        }
+                    })
+                    .collect();
+                self.local
+                    .apply_now(&share)
+                    .into_iter()
+                    .map(|o| Outcome {
+                        fallback: true,
+                        ..o
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// One script call to one shard within `budget`.
+    async fn invoke(
+        &self,
+        s: &Shard,
+        ops: &[Op],
+        idx: &[usize],
+        mode: Mode,
+        budget: Duration,
     ) -> Result<Vec<Outcome>, StoreError> {
         let now = self.clock.as_ref().map_or(0, |c| {
             u64::try_from(c.now().as_micros()).unwrap_or(u64::MAX)
@@ -171,14 +291,10 @@ impl RedisStore {
                 .arg(op.hits)
                 .arg(u8::from(op.refund));
         }
-        let s = &self.shards[shard];
-        let values: Vec<i64> = tokio::time::timeout(self.timeout, s.conn.invoke(&inv))
+        let values: Vec<i64> = tokio::time::timeout(budget, s.conn.invoke(&inv))
             .await
             .map_err(|_| {
-                StoreError::Unavailable(format!(
-                    "redis {}: no answer within {:?}",
-                    s.name, self.timeout
-                ))
+                StoreError::Unavailable(format!("redis {}: no answer within {budget:?}", s.name))
             })?
             .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))?;
         if values.len() != idx.len() * FIELDS {
@@ -224,23 +340,28 @@ impl RedisStore {
         ops: &[Op],
         groups: &[(usize, Vec<usize>)],
         mode: Mode,
-    ) -> Result<Vec<Outcome>, StoreError> {
+        deadline: Option<Instant>,
+    ) -> Vec<Outcome> {
         let calls = groups.iter().map(|(shard, idx)| async move {
-            self.call(*shard, ops, idx, mode).await.map(|o| (idx, o))
+            (idx, self.call(*shard, ops, idx, mode, deadline).await)
         });
-        let answers = futures_util::future::try_join_all(calls).await?;
+        let answers = futures_util::future::join_all(calls).await;
         let mut out = vec![Outcome::default(); ops.len()];
         for (idx, outcomes) in answers {
             for (&i, o) in idx.iter().zip(outcomes) {
                 out[i] = o;
             }
         }
-        Ok(out)
+        out
     }
 }
 
 impl Store for RedisStore {
-    async fn apply(&self, ops: &[Op]) -> Result<Vec<Outcome>, StoreError> {
+    async fn apply(
+        &self,
+        ops: &[Op],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Outcome>, StoreError> {
         let each = if self.atomic {
             Mode::AllOrNothing
         } else {
@@ -248,19 +369,28 @@ impl Store for RedisStore {
         };
         if self.shards.len() == 1 && !self.cluster {
             let all: Vec<usize> = (0..ops.len()).collect();
-            return self.call(0, ops, &all, each).await;
+            return Ok(self.call(0, ops, &all, each, deadline).await);
         }
         let groups = self.groups(ops);
         if self.atomic && groups.len() > 1 {
             // Across shards: probe everywhere first; charge only if every op fits. A request
             // racing between the two round trips can still be refused by one shard's own
             // all-or-nothing check after another shard was charged.
-            let probe = self.run(ops, &groups, Mode::Probe).await?;
+            let probe = self.run(ops, &groups, Mode::Probe, deadline).await;
             if probe.iter().any(|o| !o.allowed) {
                 return Ok(probe);
             }
         }
-        self.run(ops, &groups, each).await
+        Ok(self.run(ops, &groups, each, deadline).await)
+    }
+}
+
+fn shard(name: String, conn: Conn, config: &RedisConfig) -> Shard {
+    let breaker = Breaker::new(&name, config.fallback.breaker);
+    Shard {
+        name,
+        conn,
+        breaker,
     }
 }
 
@@ -283,5 +413,6 @@ fn outcome(v: &[i64]) -> Outcome {
         retry_after: us(v[3]),
         used_before: count(v[4]),
         used_after: count(v[5]),
+        fallback: false,
     }
 }
