@@ -6,6 +6,7 @@
 //! One request, top to bottom:
 //!
 //! - [`server`]: the tonic server (ShouldRateLimit, health, reflection, graceful shutdown).
+//! - [`admin`]: the HTTP admin port (`/healthcheck`, `/metrics`).
 //! - [`service`]: validates the request ([`service::validate`]), runs the decision flow
 //!   ([`service::rls`]) and shapes the answer ([`service::response`]); the only place where
 //!   errors become `tonic::Status` is [`service::error`].
@@ -18,6 +19,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod clock;
 pub mod limiter;
 pub mod rules;

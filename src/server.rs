@@ -60,6 +60,8 @@ pub enum ServeError {
 pub struct Server {
     /// The bound gRPC listener (port 0 resolved).
     listener: TcpListener,
+    /// The bound HTTP admin listener.
+    http: TcpListener,
     /// Settings it runs with.
     settings: Settings,
     /// Loaded rules, shared with the limiter (reload swaps them).
@@ -91,8 +93,17 @@ impl Server {
                 addr: settings.grpc_addr,
                 source,
             })?;
+        let http = TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: settings.http_addr,
+                source,
+            })?;
+        // Record metrics from the start.
+        crate::admin::prometheus();
         Ok(Server {
             listener,
+            http,
             settings,
             rules: Arc::new(ArcSwap::from_pointee(rules)),
             clock,
@@ -104,6 +115,11 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The address of the HTTP admin port.
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
     /// Serves until `shutdown` completes, then reports NOT_SERVING, waits the configured
     /// delay, stops accepting and lets in-flight calls finish.
     pub async fn run(
@@ -112,10 +128,36 @@ impl Server {
     ) -> Result<(), ServeError> {
         let Server {
             listener,
+            http,
             settings,
             rules,
             clock,
         } = self;
+        let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
+            addr: settings.http_addr,
+            source,
+        })?;
+        let (stop_admin, mut admin_stopped) = tokio::sync::watch::channel(false);
+        let admin = tokio::spawn(crate::admin::serve(http, async move {
+            let _ = admin_stopped.wait_for(|stop| *stop).await;
+        }));
+        tracing::info!("listening http={http_addr}");
+        let result = Server::serve_backend(listener, settings, rules, clock, shutdown).await;
+        let _ = stop_admin.send(true);
+        if let Ok(Err(e)) = admin.await {
+            tracing::warn!(error = %e, "admin server stopped with an error");
+        }
+        result
+    }
+
+    /// Builds the configured store and serves gRPC with it.
+    async fn serve_backend(
+        listener: TcpListener,
+        settings: Settings,
+        rules: Arc<ArcSwap<Rules>>,
+        clock: Arc<dyn Clock>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let options = ResponseOptions {
             shadow_mode: settings.shadow_mode,
             headers: settings.response_headers,

@@ -28,6 +28,8 @@ pub const T0: Duration = Duration::from_secs(1_767_268_801);
 pub struct TestServer {
     /// Where gRPC listens.
     pub addr: SocketAddr,
+    /// Where the HTTP admin port listens.
+    pub http: SocketAddr,
     /// The counters' clock.
     pub clock: Arc<ManualClock>,
     /// Rule directory (kept alive for the server's lifetime).
@@ -63,12 +65,14 @@ impl TestServer {
             .await
             .expect("server binds");
         let addr = server.grpc_addr().expect("local addr");
+        let http = server.http_addr().expect("http addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
         TestServer {
             addr,
+            http,
             clock,
             rules_dir: dir,
             shutdown: Some(tx),
@@ -88,6 +92,17 @@ impl TestServer {
     /// A RateLimitService client.
     pub async fn client(&self) -> RateLimitServiceClient<Channel> {
         RateLimitServiceClient::new(self.channel().await)
+    }
+
+    /// The text of `GET /metrics` on the admin port (blocking: use a multi-threaded test).
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.http).expect("connect admin port");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .expect("write");
+        let mut body = String::new();
+        s.read_to_string(&mut body).expect("read");
+        body
     }
 
     /// Asks for shutdown without waiting.

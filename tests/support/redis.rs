@@ -18,21 +18,63 @@ impl RedisServer {
     /// Starts a redis-server without persistence and waits until it answers PING.
     pub fn start() -> RedisServer {
         for _ in 0..5 {
-            let port = free_port();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server must be installed (scripts/test installs it: apt-get install -y redis-server)");
-            let mut server = RedisServer { port, child };
-            if server.wait_ready() {
+            if let Some(server) = RedisServer::start_on(free_port()) {
                 return server;
             }
             // Lost a race for the port: try another.
-            let _ = server.child.kill();
         }
         panic!("redis-server did not start");
+    }
+
+    /// Starts a redis-server on `port`; `None` if it does not come up.
+    pub fn start_on(port: u16) -> Option<RedisServer> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it: apt-get install -y redis-server)");
+        let mut server = RedisServer { port, child };
+        if server.wait_ready() {
+            return Some(server);
+        }
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+        None
+    }
+
+    /// SIGKILL: the node dies without a word.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// A new server on the same port (after `kill`).
+    pub fn restart(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(fresh) = RedisServer::start_on(self.port) {
+                let old = std::mem::replace(self, fresh);
+                std::mem::forget(old); // already dead and reaped
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not restart on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the server.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -{signal}");
     }
 
     /// `redis://127.0.0.1:<port>`.

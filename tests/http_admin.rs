@@ -1,0 +1,40 @@
+//! The HTTP admin port answers `/healthcheck` and serves Prometheus `/metrics`.
+
+mod support;
+
+use std::io::{Read, Write};
+use support::*;
+
+fn get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin port");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).expect("read");
+    body
+}
+
+// Multi-threaded: the blocking HTTP client must not stall the server's runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthcheck_and_metrics() {
+    let rules =
+        "domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: second, requests_per_unit: 5}}\n";
+    let s = TestServer::start(&[("d.yaml", rules)], &["--memory-max-keys", "64"]).await;
+    let health = get(s.http, "/healthcheck");
+    assert!(
+        health.starts_with("HTTP/1.0 200") && health.ends_with("OK"),
+        "{health}"
+    );
+    // Fill the memory store beyond its cap so a metric is recorded.
+    let mut c = s.client().await;
+    for i in 0..500 {
+        call(&mut c, req("d", vec![desc(&[("k", &i.to_string())])])).await;
+    }
+    let metrics = get(s.http, "/metrics");
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_memory_store_full_total"),
+        "{metrics}"
+    );
+    s.stop().await;
+}
