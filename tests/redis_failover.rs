@@ -116,6 +116,19 @@ async fn keeps_answering_while_shards_fail_and_heal() {
     // 1. Kill shard 0: its keys get the local share (10 / 2 replicas = 5); shard 1 stays exact.
     nodes[0].kill();
     tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        use tonic_health::pb::health_client::HealthClient;
+        let mut h = HealthClient::new(s.channel().await);
+        let st = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "ratelimit".into(),
+            })
+            .await
+            .expect("health answers")
+            .into_inner()
+            .status;
+        assert_eq!(st, 1, "still SERVING while the fallback answers");
+    }
     assert_eq!(
         admitted(&s, &user_on(&ring, 0, "dead")).await,
         5,
@@ -206,4 +219,59 @@ async fn keeps_answering_while_shards_fail_and_heal() {
         ) > 0.0
     );
     s.stop().await;
+}
+
+/// `allow` and `deny`: a dead shard's keys are admitted or refused, marked as fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_and_deny_policies() {
+    use sluice::limiter::Op;
+    use sluice::rules::model::Algorithm;
+    use sluice::store::fallback::FailurePolicy;
+    use sluice::store::redis::{FallbackConfig, RedisConfig, RedisStore};
+    use sluice::store::redis_conn::Topology;
+    use sluice::store::Store;
+    for (policy, allowed) in [(FailurePolicy::Allow, true), (FailurePolicy::Deny, false)] {
+        let mut node = RedisServer::start();
+        let store = RedisStore::connect(RedisConfig {
+            nodes: vec![node.url()],
+            topology: Topology::Shards,
+            tls_ca: None,
+            key_prefix: String::new(),
+            timeout: Duration::from_millis(10),
+            atomic: false,
+            clock: None,
+            fallback: FallbackConfig {
+                policy,
+                ..Default::default()
+            },
+        })
+        .await
+        .expect("connect");
+        let op = Op {
+            key: "k".into(),
+            algorithm: Algorithm::FixedWindow,
+            requests_per_unit: 1,
+            period_secs: 60,
+            burst: 1,
+            hits: 1,
+            refund: false,
+        };
+        let out = store
+            .apply(std::slice::from_ref(&op), None)
+            .await
+            .expect("answers");
+        assert!(out[0].allowed && !out[0].fallback, "Redis decides while up");
+        node.kill();
+        for _ in 0..5 {
+            let out = store
+                .apply(std::slice::from_ref(&op), None)
+                .await
+                .expect("never an error");
+            assert_eq!(
+                (out[0].allowed, out[0].fallback),
+                (allowed, true),
+                "{policy:?}"
+            );
+        }
+    }
 }
