@@ -142,7 +142,10 @@ impl Server {
             let _ = admin_stopped.wait_for(|stop| *stop).await;
         }));
         tracing::info!("listening http={http_addr}");
+        let reloader = crate::rules::reload::Reloader::new(&settings.rules_dir, Arc::clone(&rules))
+            .spawn(Duration::from_millis(settings.rules_poll_ms));
         let result = Server::serve_backend(listener, settings, rules, clock, shutdown).await;
+        reloader.abort();
         let _ = stop_admin.send(true);
         if let Ok(Err(e)) = admin.await {
             tracing::warn!(error = %e, "admin server stopped with an error");

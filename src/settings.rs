@@ -94,6 +94,8 @@ pub struct Settings {
     pub breaker_open_ms: u64,
     /// Longest wait (ms) between probes.
     pub breaker_max_open_ms: u64,
+    /// How often (ms) the rule directory is checked for changes.
+    pub rules_poll_ms: u64,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -120,6 +122,7 @@ pub const KEYS: &[&str] = &[
     "breaker_failures",
     "breaker_open_ms",
     "breaker_max_open_ms",
+    "rules_poll_ms",
 ];
 
 /// What the command line asks for.
@@ -221,6 +224,9 @@ struct ServeArgs {
     /// Longest probe wait, ms [env: SLUICE_BREAKER_MAX_OPEN_MS] [default: 5000]
     #[arg(long)]
     breaker_max_open_ms: Option<u64>,
+    /// How often the rule directory is checked for changes, ms [env: SLUICE_RULES_POLL_MS] [default: 1000]
+    #[arg(long)]
+    rules_poll_ms: Option<u64>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -280,6 +286,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("breaker_failures", 3u64))
         .and_then(|b| b.set_default("breaker_open_ms", 500u64))
         .and_then(|b| b.set_default("breaker_max_open_ms", 5000u64))
+        .and_then(|b| b.set_default("rules_poll_ms", 1000u64))
         .map_err(invalid)?;
     let file = args
         .config
@@ -308,7 +315,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 21] = [
+    let overrides: [(&str, Option<config::Value>); 22] = [
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -345,6 +352,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             "breaker_max_open_ms",
             args.breaker_max_open_ms.map(Into::into),
         ),
+        ("rules_poll_ms", args.rules_poll_ms.map(Into::into)),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {

@@ -4,10 +4,12 @@
 //! - [`unit`]: time units.
 //! - [`model`]: the validated tree (domains, nodes, limits, wildcard patterns).
 //! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors.
+//! - [`reload`]: hot reload (poll + SIGHUP), keeping the last good rules on error.
 //! - this module: [`Rules`] (all domains of a directory) and [`Rules::lookup`].
 
 pub mod model;
 pub mod parse;
+pub mod reload;
 pub mod unit;
 
 use hashbrown::HashMap;

@@ -45,6 +45,11 @@ impl TestServer {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).expect("write rule file");
         }
+        TestServer::start_in(dir, flags).await
+    }
+
+    /// Serves the rule directory `dir` (already filled) with extra flags.
+    pub async fn start_in(dir: tempfile::TempDir, flags: &[&str]) -> TestServer {
         let rules = dir.path().to_string_lossy().to_string();
         let mut argv = vec![
             "sluice",
