@@ -164,6 +164,7 @@ impl Server {
         let options = ResponseOptions {
             shadow_mode: settings.shadow_mode,
             headers: settings.response_headers,
+            near_limit_ratio: settings.near_limit_ratio,
         };
         match settings.backend {
             Backend::Memory => {

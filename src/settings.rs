@@ -96,6 +96,8 @@ pub struct Settings {
     pub breaker_max_open_ms: u64,
     /// How often (ms) the rule directory is checked for changes.
     pub rules_poll_ms: u64,
+    /// `near_limit` counts hits above `floor(limit × ratio)`.
+    pub near_limit_ratio: f64,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -123,6 +125,7 @@ pub const KEYS: &[&str] = &[
     "breaker_open_ms",
     "breaker_max_open_ms",
     "rules_poll_ms",
+    "near_limit_ratio",
 ];
 
 /// What the command line asks for.
@@ -227,6 +230,9 @@ struct ServeArgs {
     /// How often the rule directory is checked for changes, ms [env: SLUICE_RULES_POLL_MS] [default: 1000]
     #[arg(long)]
     rules_poll_ms: Option<u64>,
+    /// near_limit counts hits above limit × ratio [env: SLUICE_NEAR_LIMIT_RATIO] [default: 0.8]
+    #[arg(long)]
+    near_limit_ratio: Option<f64>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -287,6 +293,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("breaker_open_ms", 500u64))
         .and_then(|b| b.set_default("breaker_max_open_ms", 5000u64))
         .and_then(|b| b.set_default("rules_poll_ms", 1000u64))
+        .and_then(|b| b.set_default("near_limit_ratio", 0.8))
         .map_err(invalid)?;
     let file = args
         .config
@@ -315,7 +322,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 22] = [
+    let overrides: [(&str, Option<config::Value>); 23] = [
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -353,6 +360,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             args.breaker_max_open_ms.map(Into::into),
         ),
         ("rules_poll_ms", args.rules_poll_ms.map(Into::into)),
+        ("near_limit_ratio", args.near_limit_ratio.map(Into::into)),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -390,6 +398,16 @@ impl Settings {
     }
 
     fn validate(&self) -> Result<(), SettingsError> {
+        if !(0.0..=1.0).contains(&self.near_limit_ratio) {
+            return Err(SettingsError::Invalid(
+                "near_limit_ratio must be between 0 and 1".into(),
+            ));
+        }
+        if self.rules_poll_ms == 0 {
+            return Err(SettingsError::Invalid(
+                "rules_poll_ms must be at least 1".into(),
+            ));
+        }
         if self.fallback_replicas == 0 {
             return Err(SettingsError::Invalid(
                 "fallback_replicas must be at least 1".into(),

@@ -42,12 +42,24 @@ impl HeaderMode {
 }
 
 /// Settings that shape every response.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct ResponseOptions {
     /// Global shadow mode: an OVER_LIMIT overall answer becomes OK (statuses keep the truth).
     pub shadow_mode: bool,
     /// Rate-limit headers to add.
     pub headers: HeaderMode,
+    /// `near_limit` counts hits above `floor(limit × ratio)`.
+    pub near_limit_ratio: f64,
+}
+
+impl Default for ResponseOptions {
+    fn default() -> Self {
+        ResponseOptions {
+            shadow_mode: false,
+            headers: HeaderMode::Off,
+            near_limit_ratio: 0.8,
+        }
+    }
 }
 
 /// A descriptor's answer plus what the headers need to know about it.

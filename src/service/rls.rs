@@ -4,6 +4,7 @@ use crate::limiter::plan::Plan;
 use crate::rules::Rules;
 use crate::service::error::ServiceError;
 use crate::service::response::{respond, ResponseOptions};
+use crate::service::stats::Stats;
 use crate::service::validate::validate;
 use crate::store::Store;
 use arc_swap::ArcSwap;
@@ -19,6 +20,8 @@ pub struct RateLimiter<S> {
     store: Arc<S>,
     /// Global shadow mode and headers.
     options: ResponseOptions,
+    /// Per-rule counters.
+    stats: Stats,
 }
 
 impl<S: Store> RateLimiter<S> {
@@ -28,6 +31,7 @@ impl<S: Store> RateLimiter<S> {
             rules,
             store,
             options,
+            stats: Stats::new(options.near_limit_ratio),
         }
     }
 
@@ -45,6 +49,7 @@ impl<S: Store> RateLimiter<S> {
         } else {
             self.store.apply(&plan.ops, deadline).await?
         };
+        self.stats.record(&plan, &outcomes, &req.descriptors);
         Ok(respond(&plan, &outcomes, self.options))
     }
 }
