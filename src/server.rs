@@ -138,7 +138,7 @@ impl Server {
             source,
         })?;
         let (stop_admin, mut admin_stopped) = tokio::sync::watch::channel(false);
-        let admin = tokio::spawn(crate::admin::serve(http, async move {
+        let admin = tokio::spawn(crate::admin::serve(http, Arc::clone(&rules), async move {
             let _ = admin_stopped.wait_for(|stop| *stop).await;
         }));
         tracing::info!("listening http={http_addr}");

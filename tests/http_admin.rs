@@ -30,6 +30,13 @@ async fn healthcheck_and_metrics() {
     for i in 0..500 {
         call(&mut c, req("d", vec![desc(&[("k", &i.to_string())])])).await;
     }
+    let config = get(s.http, "/rlconfig");
+    assert!(
+        config.ends_with(
+            "d.k: unit=SECOND requests_per_unit=5, shadow_mode: false, quota_mode: false\n"
+        ),
+        "{config}"
+    );
     let metrics = get(s.http, "/metrics");
     assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
     assert!(

@@ -103,6 +103,45 @@ impl Rules {
         self.domains.get(name)
     }
 
+    /// One line per limit, upstream's `/rlconfig` format:
+    /// `<stats key>: unit=<UNIT> requests_per_unit=<n>, shadow_mode: <b>, quota_mode: <b>`,
+    /// plus `, algorithm: <a>` for limits that do not count with the fixed window; sorted.
+    pub fn describe(&self) -> Vec<String> {
+        fn walk(level: &model::Level, out: &mut Vec<String>) {
+            for node in level.nodes() {
+                let flags = format!(
+                    "shadow_mode: {}, quota_mode: {}",
+                    node.shadow_mode, node.quota_mode
+                );
+                match &node.policy {
+                    model::Policy::None => {}
+                    model::Policy::Unlimited { .. } => {
+                        out.push(format!("{}: unlimited, {flags}", node.stats_key));
+                    }
+                    model::Policy::Limited(limits) => {
+                        for l in limits {
+                            let mut line = format!(
+                                "{}: unit={} requests_per_unit={}, {flags}",
+                                node.stats_key, l.unit, l.requests_per_unit
+                            );
+                            if l.algorithm != model::Algorithm::FixedWindow {
+                                line.push_str(&format!(", algorithm: {}", l.algorithm));
+                            }
+                            out.push(line);
+                        }
+                    }
+                }
+                walk(&node.children, out);
+            }
+        }
+        let mut out = Vec::new();
+        for d in self.domains.values() {
+            walk(&d.root, &mut out);
+        }
+        out.sort();
+        out
+    }
+
     /// `(file, domain)` pairs in file-name order.
     pub fn files(&self) -> &[(String, String)] {
         &self.files
