@@ -239,14 +239,11 @@ async fn serve<S: Store>(
                 .set_service_status(name, ServingStatus::Serving)
                 .await;
         }
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both versions: grpcurl 1.8 speaks only v1alpha.
+        let reflection_v1 = reflection()
             .build_v1()
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let reflection_v1alpha = reflection()
             .build_v1alpha()
             .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
@@ -279,4 +276,11 @@ async fn serve<S: Store>(
         tracing::info!("stopped");
         Ok(result?)
     }
+}
+
+/// Reflection over the vendored Envoy protos and the health service.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }

@@ -322,7 +322,8 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             .try_parsing(true)
             .source(Some(ours)),
     );
-    let overrides: [(&str, Option<config::Value>); 23] = [
+    // A slice, so adding a flag never means recounting an array length.
+    let overrides: &[(&str, Option<config::Value>)] = &[
         ("rules_dir", args.rules_dir.clone().map(Into::into)),
         ("grpc_addr", args.grpc_addr.clone().map(Into::into)),
         ("http_addr", args.http_addr.clone().map(Into::into)),
@@ -364,7 +365,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
-            b = b.set_override(key, v).map_err(invalid)?;
+            b = b.set_override(*key, v.clone()).map_err(invalid)?;
         }
     }
     let settings: Settings = b

@@ -217,6 +217,20 @@ impl MemoryStore {
             slot.expires_ms = expires_ms;
             return;
         }
+        self.insert_new(table, hash, op, state, expires_ms, now);
+    }
+
+    /// Inserts a counter known to be absent, if worth keeping and there is room.
+    fn insert_new(
+        &self,
+        table: &mut HashTable<Slot>,
+        hash: u64,
+        op: &Op,
+        state: State,
+        expires_ms: u64,
+        now: Duration,
+    ) {
+        // A check or a refund of an absent counter leaves nothing worth keeping.
         if op.hits == 0 || op.refund || !self.make_room(table, now) {
             return;
         }
@@ -264,8 +278,8 @@ impl MemoryStore {
             Entry::Vacant(_) => {
                 let mut state = State::new(op.algorithm);
                 let (outcome, expires_ms) = state.decide(now, op);
-                // A check or a refund of an absent counter leaves nothing worth keeping.
-                self.store_state(&mut table, hash, op, state, expires_ms, now);
+                // Known absent: no second lookup.
+                self.insert_new(&mut table, hash, op, state, expires_ms, now);
                 outcome
             }
         }
