@@ -8,7 +8,8 @@
 --          (production: replicas' clock skew does not matter)
 -- ARGV[2]  mode: 0 charge each key on its own; 1 all-or-nothing (charge every key only if all
 --          fit, else charge none); 2 dry run (decide, write nothing); 3 all-or-nothing
---          probe (write nothing; keys that would fit are reported as a check, hits 0)
+--          probe (write nothing; keys that would fit are reported as a check, hits 0);
+--          4 reset (delete every key's state: the admin API's counter reset; returns nothing)
 -- then 6 arguments per key: algorithm (1 fixed_window, 2 sliding_window, 3 sliding_log,
 --          4 token_bucket), limit, period (s), burst, hits, refund (0/1)
 -- Returns 6 integers per key: allowed (0/1), remaining, reset_after_us, retry_after_us,
@@ -236,6 +237,21 @@ local function decide(i, dry, check)
     return sliding_log(key, limit, period, hits, refund, dry)
   end
   return token_bucket(key, limit, period, burst, hits, refund, dry)
+end
+
+if mode == 4 then
+  for i = 1, #KEYS do
+    local b = 2 + (i - 1) * 6
+    local key = KEYS[i]
+    if tonumber(ARGV[b + 1]) == 1 then
+      local period = tonumber(ARGV[b + 3])
+      local now_s = floor(now / 1000000)
+      redis.call('DEL', key .. '_' .. (now_s - now_s % period))
+    else
+      redis.call('DEL', key, key .. ':seq')
+    end
+  end
+  return {}
 end
 
 local results = {}

@@ -22,6 +22,7 @@
 pub mod admin;
 pub mod clock;
 pub mod limiter;
+pub mod overrides;
 pub mod rules;
 pub mod server;
 pub mod service;

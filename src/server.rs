@@ -1,7 +1,9 @@
 //! The gRPC server: ShouldRateLimit, `grpc.health.v1` and reflection (v1 and v1alpha), with a
 //! graceful shutdown that reports NOT_SERVING before it stops accepting.
 
+use crate::admin::{AdminState, Auth};
 use crate::clock::{Clock, SystemClock};
+use crate::overrides::registry::Overrides;
 use crate::rules::{RuleError, Rules};
 use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
@@ -15,6 +17,7 @@ use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -51,6 +54,9 @@ pub enum ServeError {
     /// The counter store could not be set up (e.g. a Redis node unreachable at start).
     #[error("store: {0}")]
     Store(String),
+    /// The admin token file is unreadable or too short.
+    #[error("admin: {0}")]
+    Admin(String),
     /// The transport failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -68,6 +74,8 @@ pub struct Server {
     rules: Arc<ArcSwap<Rules>>,
     /// Time for the counters (the system clock, or a test's manual clock).
     clock: Arc<dyn Clock>,
+    /// The admin API's bearer token, read at start so a bad file fails fast.
+    admin_token: Option<String>,
 }
 
 impl Server {
@@ -81,6 +89,9 @@ impl Server {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServeError> {
+        let admin_token = settings
+            .admin_token()
+            .map_err(|e| ServeError::Admin(e.to_string()))?;
         let rules = Rules::load_dir(&settings.rules_dir)?;
         tracing::info!(
             dir = %settings.rules_dir.display(),
@@ -107,6 +118,7 @@ impl Server {
             settings,
             rules: Arc::new(ArcSwap::from_pointee(rules)),
             clock,
+            admin_token,
         })
     }
 
@@ -126,156 +138,180 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let settings = &self.settings;
+        match settings.backend {
+            Backend::Memory => {
+                let store = Arc::new(
+                    MemoryStore::new(Arc::clone(&self.clock), settings.memory_max_keys)
+                        .all_or_nothing(settings.atomic_admission),
+                );
+                let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
+                let result = self.run_with(store, shutdown).await;
+                sweeper.abort();
+                result
+            }
+            Backend::Redis | Backend::RedisCluster | Backend::RedisSentinel => {
+                let store = Arc::new(connect_redis(settings).await?);
+                tracing::info!(shards = store.len(), "redis connected");
+                self.run_with(store, shutdown).await
+            }
+        }
+    }
+
+    /// Runs every part (admin port, rule reload, override sync, gRPC) over `store`.
+    async fn run_with<S: Store>(
+        self,
+        store: Arc<S>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
         let Server {
             listener,
             http,
             settings,
             rules,
             clock,
+            admin_token,
         } = self;
         let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.http_addr,
             source,
         })?;
+        let options = ResponseOptions {
+            shadow_mode: settings.shadow_mode,
+            headers: settings.response_headers,
+            near_limit_ratio: settings.near_limit_ratio,
+        };
+        let overrides = Arc::new(Overrides::new(clock));
+        let limiter = Arc::new(RateLimiter::new(
+            Arc::clone(&rules),
+            Arc::clone(&overrides),
+            Arc::clone(&store),
+            options,
+        ));
+        let sync = overrides.spawn_sync(store, Duration::from_millis(settings.overrides_poll_ms));
+        let auth = Auth::new(admin_token, http_addr);
+        if auth == Auth::Disabled {
+            tracing::warn!(
+                "admin API disabled: http_addr {http_addr} is not loopback and no admin_token_file is set"
+            );
+        }
+        let draining = Arc::new(AtomicBool::new(false));
         let (stop_admin, mut admin_stopped) = tokio::sync::watch::channel(false);
-        let admin = tokio::spawn(crate::admin::serve(http, Arc::clone(&rules), async move {
+        let state = AdminState {
+            limiter: Arc::clone(&limiter),
+            auth,
+            draining: Arc::clone(&draining),
+        };
+        let admin = tokio::spawn(crate::admin::serve(http, state, async move {
             let _ = admin_stopped.wait_for(|stop| *stop).await;
         }));
         tracing::info!("listening http={http_addr}");
-        let reloader = crate::rules::reload::Reloader::new(&settings.rules_dir, Arc::clone(&rules))
+        let reloader = crate::rules::reload::Reloader::new(&settings.rules_dir, rules)
             .spawn(Duration::from_millis(settings.rules_poll_ms));
-        let result = Server::serve_backend(listener, settings, rules, clock, shutdown).await;
+        let result = serve(listener, &settings, limiter, draining, shutdown).await;
         reloader.abort();
+        sync.abort();
         let _ = stop_admin.send(true);
         if let Ok(Err(e)) = admin.await {
             tracing::warn!(error = %e, "admin server stopped with an error");
         }
         result
     }
-
-    /// Builds the configured store and serves gRPC with it.
-    async fn serve_backend(
-        listener: TcpListener,
-        settings: Settings,
-        rules: Arc<ArcSwap<Rules>>,
-        clock: Arc<dyn Clock>,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServeError> {
-        let options = ResponseOptions {
-            shadow_mode: settings.shadow_mode,
-            headers: settings.response_headers,
-            near_limit_ratio: settings.near_limit_ratio,
-        };
-        match settings.backend {
-            Backend::Memory => {
-                let store = Arc::new(
-                    MemoryStore::new(clock, settings.memory_max_keys)
-                        .all_or_nothing(settings.atomic_admission),
-                );
-                let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
-                let limiter = Arc::new(RateLimiter::new(rules, store, options));
-                let result = serve(listener, &settings, limiter, shutdown).await;
-                sweeper.abort();
-                result
-            }
-            Backend::Redis | Backend::RedisCluster | Backend::RedisSentinel => {
-                let topology = match settings.backend {
-                    Backend::RedisCluster => Topology::Cluster,
-                    Backend::RedisSentinel => Topology::Sentinel {
-                        master: settings.redis_sentinel_master.clone(),
-                    },
-                    _ => Topology::Shards,
-                };
-                let tls_ca = match settings.redis_tls_ca_file.as_str() {
-                    "" => None,
-                    path => Some(std::fs::read(path).map_err(|e| {
-                        ServeError::Store(format!("redis_tls_ca_file {path}: {e}"))
-                    })?),
-                };
-                let config = RedisConfig {
-                    nodes: settings.redis_node_list(),
-                    topology,
-                    tls_ca,
-                    key_prefix: settings.redis_key_prefix.clone(),
-                    timeout: settings
-                        .redis_timeout()
-                        .map_err(|e| ServeError::Store(e.to_string()))?,
-                    clock: None,
-                    atomic: settings.atomic_admission,
-                    fallback: FallbackConfig {
-                        policy: settings.fallback,
-                        replicas: settings.fallback_replicas,
-                        breaker: BreakerConfig {
-                            failures: settings.breaker_failures,
-                            open_for: Duration::from_millis(settings.breaker_open_ms),
-                            max_open_for: Duration::from_millis(settings.breaker_max_open_ms),
-                        },
-                    },
-                };
-                let store = Arc::new(
-                    RedisStore::connect(config)
-                        .await
-                        .map_err(|e| ServeError::Store(e.to_string()))?,
-                );
-                tracing::info!(shards = settings.redis_node_list().len(), "redis connected");
-                let limiter = Arc::new(RateLimiter::new(rules, store, options));
-                serve(listener, &settings, limiter, shutdown).await
-            }
-        }
-    }
 }
 
-/// Serves `limiter` with health and reflection until `shutdown`, then drains.
+/// Connects the Redis store the settings describe.
+async fn connect_redis(settings: &Settings) -> Result<RedisStore, ServeError> {
+    let topology = match settings.backend {
+        Backend::RedisCluster => Topology::Cluster,
+        Backend::RedisSentinel => Topology::Sentinel {
+            master: settings.redis_sentinel_master.clone(),
+        },
+        _ => Topology::Shards,
+    };
+    let tls_ca = match settings.redis_tls_ca_file.as_str() {
+        "" => None,
+        path => Some(
+            std::fs::read(path)
+                .map_err(|e| ServeError::Store(format!("redis_tls_ca_file {path}: {e}")))?,
+        ),
+    };
+    let config = RedisConfig {
+        nodes: settings.redis_node_list(),
+        topology,
+        tls_ca,
+        key_prefix: settings.redis_key_prefix.clone(),
+        timeout: settings
+            .redis_timeout()
+            .map_err(|e| ServeError::Store(e.to_string()))?,
+        clock: None,
+        atomic: settings.atomic_admission,
+        fallback: FallbackConfig {
+            policy: settings.fallback,
+            replicas: settings.fallback_replicas,
+            breaker: BreakerConfig {
+                failures: settings.breaker_failures,
+                open_for: Duration::from_millis(settings.breaker_open_ms),
+                max_open_for: Duration::from_millis(settings.breaker_max_open_ms),
+            },
+        },
+    };
+    RedisStore::connect(config)
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))
+}
+
+/// Serves `limiter` with health and reflection until `shutdown`, then drains: NOT_SERVING
+/// (and `/healthcheck` 500), the configured delay, then no new calls.
 async fn serve<S: Store>(
     listener: TcpListener,
     settings: &Settings,
     limiter: Arc<RateLimiter<S>>,
+    draining: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    {
-        let (reporter, health) = tonic_health::server::health_reporter();
+    let (reporter, health) = tonic_health::server::health_reporter();
+    for name in HEALTH_NAMES {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    // Both versions: grpcurl 1.8 speaks only v1alpha.
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+
+    let delay = Duration::from_millis(settings.shutdown_delay_ms);
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("shutting down: reporting NOT_SERVING");
+        draining.store(true, Ordering::SeqCst);
         for name in HEALTH_NAMES {
             reporter
-                .set_service_status(name, ServingStatus::Serving)
+                .set_service_status(name, ServingStatus::NotServing)
                 .await;
         }
-        // Both versions: grpcurl 1.8 speaks only v1alpha.
-        let reflection_v1 = reflection()
-            .build_v1()
-            .map_err(|e| ServeError::Reflection(e.to_string()))?;
-        let reflection_v1alpha = reflection()
-            .build_v1alpha()
-            .map_err(|e| ServeError::Reflection(e.to_string()))?;
-
-        let delay = Duration::from_millis(settings.shutdown_delay_ms);
-        let drain = async move {
-            shutdown.await;
-            tracing::info!("shutting down: reporting NOT_SERVING");
-            for name in HEALTH_NAMES {
-                reporter
-                    .set_service_status(name, ServingStatus::NotServing)
-                    .await;
-            }
-            tokio::time::sleep(delay).await;
-        };
-        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-            addr: settings.grpc_addr,
-            source,
-        })?;
-        // `Server::tcp_nodelay` only applies to listeners tonic binds itself; without it Nagle
-        // and delayed ACKs add 40 ms stalls to small responses.
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        tracing::info!("listening grpc={addr}");
-        let result = tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(RateLimitServiceServer::new(RlsService(limiter)))
-            .serve_with_incoming_shutdown(incoming, drain)
-            .await;
-        tracing::info!("stopped");
-        Ok(result?)
-    }
+        tokio::time::sleep(delay).await;
+    };
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: settings.grpc_addr,
+        source,
+    })?;
+    // `Server::tcp_nodelay` only applies to listeners tonic binds itself; without it Nagle
+    // and delayed ACKs add 40 ms stalls to small responses.
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    tracing::info!("listening grpc={addr}");
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RateLimitServiceServer::new(RlsService(limiter)))
+        .serve_with_incoming_shutdown(incoming, drain)
+        .await;
+    tracing::info!("stopped");
+    Ok(result?)
 }
 
 /// Reflection over the vendored Envoy protos and the health service.

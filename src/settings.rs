@@ -98,6 +98,11 @@ pub struct Settings {
     pub rules_poll_ms: u64,
     /// `near_limit` counts hits above `floor(limit × ratio)`.
     pub near_limit_ratio: f64,
+    /// File holding the admin API's bearer token (empty: no token; the admin API then only
+    /// works when the HTTP port listens on loopback).
+    pub admin_token_file: String,
+    /// How often (ms) shared runtime overrides are re-read from Redis.
+    pub overrides_poll_ms: u64,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -126,6 +131,8 @@ pub const KEYS: &[&str] = &[
     "breaker_max_open_ms",
     "rules_poll_ms",
     "near_limit_ratio",
+    "admin_token_file",
+    "overrides_poll_ms",
 ];
 
 /// What the command line asks for.
@@ -233,6 +240,12 @@ struct ServeArgs {
     /// near_limit counts hits above limit × ratio [env: SLUICE_NEAR_LIMIT_RATIO] [default: 0.8]
     #[arg(long)]
     near_limit_ratio: Option<f64>,
+    /// Bearer token file for the admin API [env: SLUICE_ADMIN_TOKEN_FILE] [default: none]
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<String>,
+    /// How often shared overrides are re-read from Redis, ms [env: SLUICE_OVERRIDES_POLL_MS] [default: 500]
+    #[arg(long)]
+    overrides_poll_ms: Option<u64>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -294,6 +307,8 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("breaker_max_open_ms", 5000u64))
         .and_then(|b| b.set_default("rules_poll_ms", 1000u64))
         .and_then(|b| b.set_default("near_limit_ratio", 0.8))
+        .and_then(|b| b.set_default("admin_token_file", ""))
+        .and_then(|b| b.set_default("overrides_poll_ms", 500u64))
         .map_err(invalid)?;
     let file = args
         .config
@@ -362,6 +377,11 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         ),
         ("rules_poll_ms", args.rules_poll_ms.map(Into::into)),
         ("near_limit_ratio", args.near_limit_ratio.map(Into::into)),
+        (
+            "admin_token_file",
+            args.admin_token_file.clone().map(Into::into),
+        ),
+        ("overrides_poll_ms", args.overrides_poll_ms.map(Into::into)),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -388,6 +408,25 @@ impl Settings {
             .collect()
     }
 
+    /// The admin API's bearer token, read from `admin_token_file` (surrounding whitespace
+    /// trimmed); `None` when no file is set.
+    pub fn admin_token(&self) -> Result<Option<String>, SettingsError> {
+        if self.admin_token_file.is_empty() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&self.admin_token_file).map_err(|e| {
+            SettingsError::Invalid(format!("admin_token_file {}: {e}", self.admin_token_file))
+        })?;
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(SettingsError::Invalid(format!(
+                "admin_token_file {}: the token must be at least 16 characters",
+                self.admin_token_file
+            )));
+        }
+        Ok(Some(token.to_owned()))
+    }
+
     /// The per-call Redis deadline.
     pub fn redis_timeout(&self) -> Result<std::time::Duration, SettingsError> {
         parse_duration(&self.redis_timeout).ok_or_else(|| {
@@ -404,9 +443,9 @@ impl Settings {
                 "near_limit_ratio must be between 0 and 1".into(),
             ));
         }
-        if self.rules_poll_ms == 0 {
+        if self.rules_poll_ms == 0 || self.overrides_poll_ms == 0 {
             return Err(SettingsError::Invalid(
-                "rules_poll_ms must be at least 1".into(),
+                "rules_poll_ms and overrides_poll_ms must be at least 1".into(),
             ));
         }
         if self.fallback_replicas == 0 {

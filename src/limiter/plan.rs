@@ -5,7 +5,8 @@
 //! once (one round trip per Redis shard). Ops of one descriptor are contiguous.
 
 use crate::limiter::Op;
-use crate::rules::model::{Limit, Node, Policy};
+use crate::overrides::{OverrideLimit, OverrideSet};
+use crate::rules::model::{Algorithm, Limit, Node, Policy};
 use crate::rules::unit::Unit;
 use crate::rules::{push_entry, Lookup, Rules};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -18,6 +19,15 @@ pub enum LimitRef<'a> {
     Rule(&'a Limit),
     /// `descriptor.limit` from the request: replaces the rule, has no name.
     Override { requests_per_unit: u32, unit: Unit },
+    /// An operator's runtime override (admin API): replaces the rule's limits.
+    Runtime {
+        requests_per_unit: u32,
+        unit: Unit,
+        algorithm: Algorithm,
+        burst: u32,
+        /// The overridden rule's (first) limit name, so `current_limit.name` stays stable.
+        name: &'a str,
+    },
 }
 
 impl LimitRef<'_> {
@@ -27,6 +37,9 @@ impl LimitRef<'_> {
             LimitRef::Rule(l) => l.requests_per_unit,
             LimitRef::Override {
                 requests_per_unit, ..
+            }
+            | LimitRef::Runtime {
+                requests_per_unit, ..
             } => *requests_per_unit,
         }
     }
@@ -35,7 +48,7 @@ impl LimitRef<'_> {
     pub fn unit(&self) -> Unit {
         match self {
             LimitRef::Rule(l) => l.unit,
-            LimitRef::Override { unit, .. } => *unit,
+            LimitRef::Override { unit, .. } | LimitRef::Runtime { unit, .. } => *unit,
         }
     }
 
@@ -44,6 +57,7 @@ impl LimitRef<'_> {
         match self {
             LimitRef::Rule(l) => l.name.as_deref().unwrap_or(""),
             LimitRef::Override { .. } => "",
+            LimitRef::Runtime { name, .. } => name,
         }
     }
 }
@@ -93,21 +107,33 @@ enum Resolved<'a> {
     Unlimited(&'a [String]),
     Rule(&'a Node, String),
     Override(LimitRef<'a>, String),
+    /// A runtime override; the node when a rule matched too (its flags still apply).
+    Runtime(LimitRef<'a>, String, Option<&'a Node>),
 }
 
 impl<'a> Plan<'a> {
     /// Builds the plan for `descriptors` in `domain`. `request_hits` is the request-level
     /// `hits_addend` (0 means 1); a descriptor's own `hits_addend` overrides it (0 = check only).
     /// Descriptors must already be validated (non-empty entries, known override units).
+    /// Runtime `overrides` active at `now_ms` replace the limits of what they target.
     pub fn build(
         rules: &'a Rules,
+        overrides: &'a OverrideSet,
+        now_ms: u64,
         domain: &str,
         descriptors: &[RateLimitDescriptor],
         request_hits: u32,
     ) -> Plan<'a> {
         let resolved: Vec<Resolved<'a>> = descriptors
             .iter()
-            .map(|d| resolve(rules, domain, d))
+            .map(|d| {
+                let r = resolve(rules, domain, d);
+                if overrides.is_empty() {
+                    r
+                } else {
+                    apply_override(r, rules, overrides, now_ms, domain, d)
+                }
+            })
             .collect();
         // Every matched limit's `replaces`, unlimited ones included (as upstream).
         let replaced: Vec<&str> = resolved
@@ -147,6 +173,14 @@ impl<'a> Plan<'a> {
                     Planned::Limited {
                         ops: start..plan.ops.len(),
                         node: None,
+                    }
+                }
+                Resolved::Runtime(limit, key, node) => {
+                    let start = plan.ops.len();
+                    plan.push(limit, key, hits, d.is_negative_hits, 0);
+                    Planned::Limited {
+                        ops: start..plan.ops.len(),
+                        node,
                     }
                 }
                 Resolved::Rule(node, key) => {
@@ -198,10 +232,10 @@ impl<'a> Plan<'a> {
             LimitRef::Rule(l) => (l.algorithm, l.burst),
             LimitRef::Override {
                 requests_per_unit, ..
-            } => (
-                crate::rules::model::Algorithm::FixedWindow,
-                requests_per_unit,
-            ),
+            } => (Algorithm::FixedWindow, requests_per_unit),
+            LimitRef::Runtime {
+                algorithm, burst, ..
+            } => (algorithm, burst),
         };
         self.ops.push(Op {
             key,
@@ -214,6 +248,70 @@ impl<'a> Plan<'a> {
         });
         self.limits.push(limit);
     }
+}
+
+/// Replaces what `resolved` found by the runtime override for this exact descriptor, or else
+/// for the matched rule, if one is active. The counter key stays the rule's, so a raised limit
+/// carries on from what the window has already used. Overrides need a known domain.
+fn apply_override<'a>(
+    resolved: Resolved<'a>,
+    rules: &'a Rules,
+    overrides: &'a OverrideSet,
+    now_ms: u64,
+    domain: &str,
+    d: &RateLimitDescriptor,
+) -> Resolved<'a> {
+    if rules.domain(domain).is_none() {
+        return resolved;
+    }
+    let entries = || d.entries.iter().map(|e| (e.key.as_str(), e.value.as_str()));
+    let found = overrides
+        .for_descriptor(domain, entries(), now_ms)
+        .or_else(|| match &resolved {
+            Resolved::Rule(node, _) => overrides.for_rule(&node.stats_key, now_ms),
+            _ => None,
+        });
+    let Some(o) = found else {
+        return resolved;
+    };
+    let OverrideLimit::Limited {
+        requests_per_unit,
+        unit,
+        algorithm,
+        burst,
+    } = o.limit
+    else {
+        return Resolved::Unlimited(&[]);
+    };
+    let (node, key) = match resolved {
+        Resolved::Rule(node, key) => (Some(node), key),
+        Resolved::Override(_, key) => (None, key),
+        _ => {
+            let mut key = String::with_capacity(64);
+            key.push_str(domain);
+            for (k, v) in entries() {
+                push_entry(&mut key, k, v);
+            }
+            (None, key)
+        }
+    };
+    let first = node.and_then(|n| match &n.policy {
+        Policy::Limited(limits) => limits.first(),
+        _ => None,
+    });
+    Resolved::Runtime(
+        LimitRef::Runtime {
+            requests_per_unit,
+            unit,
+            algorithm: algorithm
+                .or(first.map(|l| l.algorithm))
+                .unwrap_or(Algorithm::FixedWindow),
+            burst: burst.unwrap_or(requests_per_unit),
+            name: first.and_then(|l| l.name.as_deref()).unwrap_or(""),
+        },
+        key,
+        node,
+    )
 }
 
 /// Looks one descriptor up. An override skips the rules but needs a known domain.

@@ -142,6 +142,23 @@ impl Rules {
         out
     }
 
+    /// The node whose stats key (`domain.key_value.key…`, as `/rlconfig` prints it) is `key`.
+    pub fn node_by_stats_key(&self, key: &str) -> Option<&Node> {
+        fn find<'a>(level: &'a model::Level, key: &str) -> Option<&'a Node> {
+            level.nodes().find_map(|n| {
+                if n.stats_key == key {
+                    Some(n)
+                } else if key.starts_with(n.stats_key.as_str()) {
+                    find(&n.children, key)
+                } else {
+                    None
+                }
+            })
+        }
+        let domain = key.split('.').next()?;
+        find(&self.domains.get(domain)?.root, key)
+    }
+
     /// `(file, domain)` pairs in file-name order.
     pub fn files(&self) -> &[(String, String)] {
         &self.files

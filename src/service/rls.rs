@@ -1,6 +1,9 @@
 //! `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`: validate, plan, count, answer.
 
-use crate::limiter::plan::Plan;
+use crate::limiter::plan::{LimitRef, Plan, Planned};
+use crate::overrides::registry::Overrides;
+use crate::overrides::Target;
+use crate::rules::unit::Unit;
 use crate::rules::Rules;
 use crate::service::error::ServiceError;
 use crate::service::response::{respond, ResponseOptions};
@@ -8,31 +11,90 @@ use crate::service::stats::Stats;
 use crate::service::validate::validate;
 use crate::store::Store;
 use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// The decision engine behind every API (gRPC now; HTTP `/json` and ext_authz later).
+/// The decision engine behind every API: gRPC ShouldRateLimit, HTTP `/json` and the admin API.
 pub struct RateLimiter<S> {
     /// The current rules; reload swaps the snapshot, in-flight requests keep theirs.
     rules: Arc<ArcSwap<Rules>>,
+    /// Operators' runtime overrides (admin API), consulted after the rules.
+    overrides: Arc<Overrides>,
     /// Where counters live.
     store: Arc<S>,
     /// Global shadow mode and headers.
     options: ResponseOptions,
     /// Per-rule counters.
     stats: Stats,
+    /// `sluice_request_duration_seconds`: the handle is cached (no registry lookup per call).
+    latency: metrics::Histogram,
+}
+
+/// One limit's state for a descriptor, as the admin API's usage read reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// `rate_limit.name`, or "".
+    pub name: String,
+    /// The limit in force (a runtime override's, if one applies).
+    pub requests_per_unit: u32,
+    /// Its unit.
+    pub unit: Unit,
+    /// Hits counted now.
+    pub used: u64,
+    /// Hits still available.
+    pub remaining: u32,
+    /// Until the counter is back to its full limit.
+    pub reset_after: Duration,
+    /// Whether a runtime override set this limit.
+    pub overridden: bool,
+}
+
+/// What applies to one descriptor, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescriptorUsage {
+    /// No rule limits it (unknown domain, no match, whitelisted).
+    NoLimit,
+    /// `unlimited: true` (or an unlimited override).
+    Unlimited,
+    /// Its limits, in rule order.
+    Limited(Vec<Usage>),
 }
 
 impl<S: Store> RateLimiter<S> {
-    /// A limiter over `rules` and `store`.
-    pub fn new(rules: Arc<ArcSwap<Rules>>, store: Arc<S>, options: ResponseOptions) -> Self {
+    /// A limiter over `rules`, `overrides` and `store`.
+    pub fn new(
+        rules: Arc<ArcSwap<Rules>>,
+        overrides: Arc<Overrides>,
+        store: Arc<S>,
+        options: ResponseOptions,
+    ) -> Self {
         RateLimiter {
             rules,
+            overrides,
             store,
             options,
             stats: Stats::new(options.near_limit_ratio),
+            latency: metrics::histogram!("sluice_request_duration_seconds"),
         }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Arc<ArcSwap<Rules>> {
+        &self.rules
+    }
+
+    /// The runtime overrides.
+    pub fn overrides(&self) -> &Arc<Overrides> {
+        &self.overrides
+    }
+
+    /// The counter store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
     }
 
     /// Decides one request.
@@ -41,17 +103,100 @@ impl<S: Store> RateLimiter<S> {
         req: &RateLimitRequest,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<RateLimitResponse, ServiceError> {
+        let started = Instant::now();
         validate(req)?;
         let rules = self.rules.load_full();
-        let plan = Plan::build(&rules, &req.domain, &req.descriptors, req.hits_addend);
+        let overrides = self.overrides.snapshot();
+        let now_ms = if overrides.is_empty() {
+            0
+        } else {
+            self.overrides.now_ms()
+        };
+        let plan = Plan::build(
+            &rules,
+            &overrides,
+            now_ms,
+            &req.domain,
+            &req.descriptors,
+            req.hits_addend,
+        );
         let outcomes = if plan.ops.is_empty() {
             Vec::new()
         } else {
             self.store.apply(&plan.ops, deadline).await?
         };
         self.stats.record(&plan, &outcomes, &req.descriptors);
-        Ok(respond(&plan, &outcomes, self.options))
+        let response = respond(&plan, &outcomes, self.options);
+        self.latency.record(started.elapsed().as_secs_f64());
+        Ok(response)
     }
+
+    /// The current usage of one descriptor's limits, without charging anything.
+    pub async fn usage(&self, target: &Target) -> Result<DescriptorUsage, ServiceError> {
+        let (domain, descriptor) = descriptor_of(target)?;
+        let rules = self.rules.load_full();
+        let overrides = self.overrides.snapshot();
+        let now_ms = self.overrides.now_ms();
+        let descriptors = [descriptor];
+        let plan = Plan::build(&rules, &overrides, now_ms, domain, &descriptors, 0);
+        let ops = match plan.descriptors.first() {
+            Some(Planned::Limited { ops, .. }) => ops.clone(),
+            Some(Planned::Unlimited) => return Ok(DescriptorUsage::Unlimited),
+            _ => return Ok(DescriptorUsage::NoLimit),
+        };
+        let outcomes = self.store.apply(&plan.ops, None).await?;
+        Ok(DescriptorUsage::Limited(
+            ops.map(|i| {
+                let (limit, o) = (&plan.limits[i], &outcomes[i]);
+                Usage {
+                    name: limit.name().to_owned(),
+                    requests_per_unit: limit.requests_per_unit(),
+                    unit: limit.unit(),
+                    used: o.used_after,
+                    remaining: o.remaining,
+                    reset_after: o.reset_after,
+                    overridden: matches!(limit, LimitRef::Runtime { .. }),
+                }
+            })
+            .collect(),
+        ))
+    }
+
+    /// Deletes the counters of one descriptor's limits; how many limits were reset.
+    pub async fn reset(&self, target: &Target) -> Result<usize, ServiceError> {
+        let (domain, descriptor) = descriptor_of(target)?;
+        let rules = self.rules.load_full();
+        let overrides = self.overrides.snapshot();
+        let now_ms = self.overrides.now_ms();
+        let descriptors = [descriptor];
+        let plan = Plan::build(&rules, &overrides, now_ms, domain, &descriptors, 0);
+        if !plan.ops.is_empty() {
+            self.store.reset(&plan.ops).await?;
+        }
+        Ok(plan.ops.len())
+    }
+}
+
+/// The request descriptor a descriptor target stands for (hits 0: a check).
+fn descriptor_of(target: &Target) -> Result<(&str, RateLimitDescriptor), ServiceError> {
+    let Target::Descriptor { domain, entries } = target else {
+        return Err(ServiceError::invalid(
+            "rule",
+            "usage and reset need one descriptor: give domain + descriptor with every value",
+        ));
+    };
+    let descriptor = RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(key, value)| Entry {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        hits_addend: Some(envoy_types::pb::google::protobuf::UInt64Value { value: 0 }),
+        ..Default::default()
+    };
+    Ok((domain, descriptor))
 }
 
 /// The tonic service wrapping a [`RateLimiter`].

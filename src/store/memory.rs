@@ -285,6 +285,21 @@ impl MemoryStore {
         }
     }
 
+    /// Deletes the counters of `ops` (the admin API's reset); returns how many existed.
+    pub fn remove(&self, ops: &[Op]) -> usize {
+        let mut removed = 0;
+        for op in ops {
+            let hash = self.hasher.hash_one(op.key.as_str());
+            let mut table = self.shards[shard_index(hash)].lock();
+            if let Ok(entry) = table.find_entry(hash, |s| *s.key == *op.key) {
+                entry.remove();
+                removed += 1;
+            }
+        }
+        self.live.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
     /// Drops every counter whose window has passed; returns how many.
     pub fn sweep(&self) -> usize {
         let now_ms = millis(self.clock.now());
@@ -324,6 +339,11 @@ impl Store for MemoryStore {
         _deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
         Ok(self.apply_now(ops))
+    }
+
+    async fn reset(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.remove(ops);
+        Ok(())
     }
 }
 

@@ -31,4 +31,34 @@ pub trait Store: Send + Sync + 'static {
         ops: &[Op],
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+
+    /// Deletes the counters of `ops`, so their limits start afresh (the admin API's reset).
+    fn reset(&self, ops: &[Op]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The runtime overrides shared by every replica, as `(id, document)` pairs; `None` when
+    /// this store is private to the process (overrides then live only in memory).
+    fn overrides_load(
+        &self,
+    ) -> impl Future<Output = Result<Option<Vec<(String, String)>>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+
+    /// Stores (`Some`) or deletes (`None`) one shared override document.
+    fn overrides_save(
+        &self,
+        _id: &str,
+        _doc: Option<&str>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Deletes a shared override only if it still holds `doc` (an expired override must not
+    /// take a newer one with the same target with it).
+    fn overrides_expire(
+        &self,
+        _id: &str,
+        _doc: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
 }

@@ -114,7 +114,21 @@ enum Mode {
     AllOrNothing = 1,
     /// Write nothing; report keys that would fit as a check.
     Probe = 3,
+    /// Delete the keys' state (admin reset); the script returns nothing.
+    Reset = 4,
 }
+
+/// Deadline of an admin call (reset, overrides): not on Envoy's path, so more generous than
+/// `--redis-timeout`.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Deletes a runtime override only if it still holds the expected document.
+const EXPIRE_OVERRIDE: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return { redis.call('HDEL', KEYS[1], ARGV[1]) }
+end
+return { 0 }
+";
 
 impl RedisStore {
     /// Connects to every node (each within the timeout).
@@ -297,6 +311,9 @@ impl RedisStore {
                 StoreError::Unavailable(format!("redis {}: no answer within {budget:?}", s.name))
             })?
             .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))?;
+        if mode == Mode::Reset {
+            return Ok(Vec::new());
+        }
         if values.len() != idx.len() * FIELDS {
             return Err(StoreError::Unavailable(format!(
                 "redis {}: script returned {} values for {} keys",
@@ -356,6 +373,28 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// The shard holding the shared runtime overrides, and their hash's key.
+    fn overrides_home(&self) -> (&Shard, String) {
+        let key = format!("{}sluice:overrides", self.prefix);
+        let shard = if self.cluster {
+            0
+        } else {
+            self.ring.shard_of("sluice:overrides")
+        };
+        (&self.shards[shard], key)
+    }
+
+    /// Runs one admin command on the overrides' shard.
+    async fn admin_command(&self, cmd: &redis::Cmd) -> Result<redis::Value, StoreError> {
+        let (s, _) = self.overrides_home();
+        tokio::time::timeout(ADMIN_TIMEOUT.max(self.timeout), s.conn.command(cmd))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("redis {}: no answer in time", s.name)))?
+            .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))
+    }
+}
+
 impl Store for RedisStore {
     async fn apply(
         &self,
@@ -382,6 +421,50 @@ impl Store for RedisStore {
             }
         }
         Ok(self.run(ops, &groups, each, deadline).await)
+    }
+
+    async fn reset(&self, ops: &[Op]) -> Result<(), StoreError> {
+        self.local.remove(ops);
+        let groups = if self.shards.len() == 1 && !self.cluster {
+            vec![(0, (0..ops.len()).collect())]
+        } else {
+            self.groups(ops)
+        };
+        for (shard, idx) in &groups {
+            let budget = ADMIN_TIMEOUT.max(self.timeout);
+            self.invoke(&self.shards[*shard], ops, idx, Mode::Reset, budget)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn overrides_load(&self) -> Result<Option<Vec<(String, String)>>, StoreError> {
+        let (_, key) = self.overrides_home();
+        let value = self.admin_command(redis::cmd("HGETALL").arg(&key)).await?;
+        let docs: std::collections::HashMap<String, String> = redis::from_redis_value(value)
+            .map_err(|e| StoreError::Unavailable(format!("redis HGETALL {key}: {e}")))?;
+        Ok(Some(docs.into_iter().collect()))
+    }
+
+    async fn overrides_save(&self, id: &str, doc: Option<&str>) -> Result<(), StoreError> {
+        let (_, key) = self.overrides_home();
+        let cmd = match doc {
+            Some(doc) => redis::cmd("HSET").arg(&key).arg(id).arg(doc).clone(),
+            None => redis::cmd("HDEL").arg(&key).arg(id).clone(),
+        };
+        self.admin_command(&cmd).await.map(|_| ())
+    }
+
+    async fn overrides_expire(&self, id: &str, doc: &str) -> Result<(), StoreError> {
+        let (s, key) = self.overrides_home();
+        let script = redis::Script::new(EXPIRE_OVERRIDE);
+        let mut inv = script.prepare_invoke();
+        inv.key(&key).arg(id).arg(doc);
+        tokio::time::timeout(ADMIN_TIMEOUT.max(self.timeout), s.conn.invoke(&inv))
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("redis {}: no answer in time", s.name)))?
+            .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))
+            .map(|_| ())
     }
 }
 

@@ -1,0 +1,217 @@
+//! The HTTP admin port (default 8080, as upstream).
+//!
+//! - `/healthcheck`: `OK`, or 500 once shutdown has begun (load balancers stop first).
+//! - `/rlconfig`: the loaded rules, one line per limit, then the active runtime overrides.
+//! - `/metrics`: Prometheus.
+//! - `/json`: upstream's protojson `RateLimitRequest` → `RateLimitResponse` ([`json`]).
+//! - `/admin/overrides`, `/admin/usage`, `/admin/reset`: the authenticated admin API
+//!   ([`control`]): runtime overrides, a descriptor's usage, counter resets.
+//!
+//! Metrics are recorded anywhere with the `metrics` crate macros; the recorder is installed once
+//! per process and rendered here.
+
+pub mod control;
+pub mod json;
+
+use crate::service::rls::RateLimiter;
+use crate::store::Store;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::net::TcpListener;
+
+/// The process-wide Prometheus recorder's handle.
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets (seconds) for every `*_seconds` histogram: 50 µs to 1 s, dense where a
+/// sidecar answers (Envoy's filter timeout is typically 20 ms).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Installs the Prometheus recorder (once per process) and returns its handle; `None` if some
+/// other recorder was installed first.
+pub fn prometheus() -> Option<PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .clone()
+}
+
+/// Who may use the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// Callers must send `Authorization: Bearer <token>`.
+    Token(String),
+    /// No token, but the port listens on loopback only: anyone local may call.
+    LoopbackOnly,
+    /// No token on a reachable address: the admin API refuses every call.
+    Disabled,
+}
+
+impl Auth {
+    /// The policy for a port bound to `addr` with an optional token.
+    pub fn new(token: Option<String>, addr: SocketAddr) -> Auth {
+        match token {
+            Some(t) => Auth::Token(t),
+            None if addr.ip().is_loopback() => Auth::LoopbackOnly,
+            None => Auth::Disabled,
+        }
+    }
+
+    /// Lets a call through, or says why not.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), Denied> {
+        match self {
+            Auth::LoopbackOnly => Ok(()),
+            Auth::Disabled => Err(Denied::Disabled),
+            Auth::Token(token) => {
+                let given = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("Bearer "));
+                match given {
+                    Some(g) if constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
+                    Some(_) => Err(Denied::BadToken),
+                    None => Err(Denied::NoToken),
+                }
+            }
+        }
+    }
+}
+
+/// Why an admin call was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denied {
+    /// No `Authorization: Bearer` header (401).
+    NoToken,
+    /// The wrong token (401).
+    BadToken,
+    /// The admin API is off (403).
+    Disabled,
+}
+
+impl IntoResponse for Denied {
+    fn into_response(self) -> Response {
+        match self {
+            Denied::NoToken => unauthorized("missing Authorization: Bearer <token>"),
+            Denied::BadToken => unauthorized("invalid bearer token"),
+            Denied::Disabled => error(
+                StatusCode::FORBIDDEN,
+                "admin API disabled: the HTTP port is not on loopback and no admin token is set (--admin-token-file)",
+            ),
+        }
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized(reason: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, reason);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// A JSON error body: `{"error": "<reason>"}`.
+pub fn error(status: StatusCode, reason: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::json!({ "error": reason }).to_string(),
+    )
+        .into_response()
+}
+
+/// What the admin handlers share.
+pub struct AdminState<S> {
+    /// The decision engine (rules, overrides, store).
+    pub limiter: Arc<RateLimiter<S>>,
+    /// Who may call `/admin/*`.
+    pub auth: Auth,
+    /// Set when shutdown begins: `/healthcheck` then answers 500.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes.
+pub async fn serve<S: Store>(
+    listener: TcpListener,
+    state: AdminState<S>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = prometheus();
+    let state = Arc::new(state);
+    let draining = Arc::clone(&state.draining);
+    let app = Router::new()
+        .route(
+            "/healthcheck",
+            get(move || {
+                let draining = draining.load(Ordering::SeqCst);
+                async move {
+                    if draining {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "draining")
+                    } else {
+                        (StatusCode::OK, "OK")
+                    }
+                }
+            }),
+        )
+        .route("/rlconfig", get(control::rlconfig::<S>))
+        .route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { handle.map(|h| h.render()).unwrap_or_default() }
+            }),
+        )
+        .route("/json", post(json::handle::<S>))
+        .route(
+            "/admin/overrides",
+            get(control::list::<S>)
+                .post(control::set::<S>)
+                .delete(control::clear::<S>),
+        )
+        .route("/admin/usage", post(control::usage::<S>))
+        .route("/admin/reset", post(control::reset::<S>))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reachable_port_without_a_token_disables_the_admin_api() {
+        let public: SocketAddr = "0.0.0.0:8080".parse().expect("addr");
+        let local: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        assert_eq!(Auth::new(None, public), Auth::Disabled);
+        assert_eq!(Auth::new(None, local), Auth::LoopbackOnly);
+        assert_eq!(Auth::new(Some("t".into()), public), Auth::Token("t".into()));
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+    }
+}
