@@ -1,0 +1,70 @@
+//! The real `sluice` binary as a child process, its addresses read from its log, killed on drop.
+
+#![allow(dead_code)] // each test file uses a different subset
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A running sluice process.
+pub struct SluiceProcess {
+    /// Where gRPC listens.
+    pub grpc: SocketAddr,
+    /// Where the HTTP admin port listens.
+    pub http: SocketAddr,
+    child: Child,
+}
+
+impl SluiceProcess {
+    /// Starts `sluice` with `args` (plus loopback listeners on free ports) and waits for both
+    /// listening lines.
+    pub fn start(args: &[&str]) -> SluiceProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Keep draining the log after start-up so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                for (tag, what) in [("listening http=", "http"), ("listening grpc=", "grpc")] {
+                    if let Some(rest) = line.split(tag).nth(1) {
+                        let _ = tx.send((what, rest.trim().to_owned()));
+                    }
+                }
+            }
+        });
+        let (mut grpc, mut http) = (None, None);
+        while grpc.is_none() || http.is_none() {
+            let Ok((what, addr)) = rx.recv_timeout(Duration::from_secs(20)) else {
+                let _ = child.kill();
+                panic!("sluice {args:?} did not log its listening addresses");
+            };
+            let addr: SocketAddr = addr.parse().expect("an address in the listening line");
+            if what == "grpc" {
+                grpc = Some(addr);
+            } else {
+                http = Some(addr);
+            }
+        }
+        SluiceProcess {
+            grpc: grpc.expect("grpc address"),
+            http: http.expect("http address"),
+            child,
+        }
+    }
+}
+
+impl Drop for SluiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
