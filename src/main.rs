@@ -4,7 +4,7 @@
 
 use sluice::rules::Rules;
 use sluice::server::Server;
-use sluice::settings::{self, Invocation, LogFormat, Settings};
+use sluice::settings::{self, Invocation, Settings};
 use std::process::ExitCode;
 
 /// Exit status for a bad flag or setting (EX_USAGE).
@@ -24,7 +24,6 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(&settings);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,7 +34,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(*settings)) {
+    let telemetry = match runtime.block_on(async { sluice::telemetry::init(&settings) }) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sluice: cannot set up logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(serve(*settings));
+    drop(telemetry);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -68,20 +76,6 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
             // Without signal handlers the process can only be killed; serve until then.
             _ => std::future::pending::<()>().await,
         }
-    }
-}
-
-fn init_logging(settings: &Settings) {
-    // Validated in settings; fall back to `info` rather than fail here.
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi);
-    match settings.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
     }
 }
 

@@ -103,6 +103,9 @@ pub struct Settings {
     pub admin_token_file: String,
     /// How often (ms) shared runtime overrides are re-read from Redis.
     pub overrides_poll_ms: u64,
+    /// OTLP/gRPC collector for tracing spans, e.g. `http://127.0.0.1:4317` (empty: off; needs
+    /// the `otlp` cargo feature).
+    pub otlp_endpoint: String,
 }
 
 /// Setting names, as keys of the settings file and (upper-cased, `SLUICE_`-prefixed) env vars.
@@ -133,6 +136,7 @@ pub const KEYS: &[&str] = &[
     "near_limit_ratio",
     "admin_token_file",
     "overrides_poll_ms",
+    "otlp_endpoint",
 ];
 
 /// What the command line asks for.
@@ -246,6 +250,9 @@ struct ServeArgs {
     /// How often shared overrides are re-read from Redis, ms [env: SLUICE_OVERRIDES_POLL_MS] [default: 500]
     #[arg(long)]
     overrides_poll_ms: Option<u64>,
+    /// OTLP/gRPC collector for spans (needs the otlp feature) [env: SLUICE_OTLP_ENDPOINT]
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -309,6 +316,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("near_limit_ratio", 0.8))
         .and_then(|b| b.set_default("admin_token_file", ""))
         .and_then(|b| b.set_default("overrides_poll_ms", 500u64))
+        .and_then(|b| b.set_default("otlp_endpoint", ""))
         .map_err(invalid)?;
     let file = args
         .config
@@ -382,6 +390,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             args.admin_token_file.clone().map(Into::into),
         ),
         ("overrides_poll_ms", args.overrides_poll_ms.map(Into::into)),
+        ("otlp_endpoint", args.otlp_endpoint.clone().map(Into::into)),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -446,6 +455,11 @@ impl Settings {
         if self.rules_poll_ms == 0 || self.overrides_poll_ms == 0 {
             return Err(SettingsError::Invalid(
                 "rules_poll_ms and overrides_poll_ms must be at least 1".into(),
+            ));
+        }
+        if !self.otlp_endpoint.is_empty() && !cfg!(feature = "otlp") {
+            return Err(SettingsError::Invalid(
+                "otlp_endpoint is set but this sluice was built without the otlp feature (cargo build --features otlp)".into(),
             ));
         }
         if self.fallback_replicas == 0 {

@@ -20,7 +20,7 @@ use tokio::time::{sleep, timeout, Instant};
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice");
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Bound on every start-up wait (a cold Envoy start takes about a second).
+/// Bound on every start-up wait (Envoy is LIVE within ~0.2 s on an idle machine).
 const WAIT: Duration = Duration::from_secs(20);
 /// Bound on one HTTP exchange.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -303,6 +303,8 @@ impl Stack {
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config).expect("write envoy.yaml");
         let admin_path = dir.path().join("admin.addr");
+        // `.venv/bin/envoy` is the package's Python launcher; it exec()s the real binary, so
+        // the child's pid is Envoy's own and killing the child stops Envoy.
         let mut envoy = Proc::spawn(
             "envoy",
             Command::new(&envoy_bin)

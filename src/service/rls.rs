@@ -208,9 +208,21 @@ impl<S: Store> RateLimitService for RlsService<S> {
         &self,
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
+        use tracing::Instrument;
         let deadline = grpc_timeout(request.metadata()).map(|t| tokio::time::Instant::now() + t);
         let req = request.into_inner();
-        match self.0.should_rate_limit(&req, deadline).await {
+        // Debug level: free unless asked for (`--log-level sluice=debug`, or OTLP export).
+        let span = tracing::debug_span!(
+            "should_rate_limit",
+            domain = %req.domain,
+            descriptors = req.descriptors.len()
+        );
+        match self
+            .0
+            .should_rate_limit(&req, deadline)
+            .instrument(span)
+            .await
+        {
             Ok(resp) => Ok(tonic::Response::new(resp)),
             Err(e) => {
                 tracing::debug!(domain = %req.domain, error = %e, "ShouldRateLimit failed");

@@ -78,6 +78,8 @@ struct Shard {
     conn: Conn,
     /// Whether to ask this shard at all right now.
     breaker: Breaker,
+    /// `sluice_redis_call_duration_seconds{shard}`; the handle is cached per shard.
+    latency: metrics::Histogram,
 }
 
 /// Counters in Redis.
@@ -226,7 +228,10 @@ impl RedisStore {
         if route == Route::Fallback || budget.is_zero() {
             return self.fall_back(s, ops, idx, mode);
         }
-        match self.invoke(s, ops, idx, mode, budget).await {
+        let started = std::time::Instant::now();
+        let result = self.invoke(s, ops, idx, mode, budget).await;
+        s.latency.record(started.elapsed().as_secs_f64());
+        match result {
             Ok(outcomes) => {
                 s.breaker.record(route, true);
                 outcomes
@@ -470,10 +475,13 @@ impl Store for RedisStore {
 
 fn shard(name: String, conn: Conn, config: &RedisConfig) -> Shard {
     let breaker = Breaker::new(&name, config.fallback.breaker);
+    let latency =
+        metrics::histogram!("sluice_redis_call_duration_seconds", "shard" => name.clone());
     Shard {
         name,
         conn,
         breaker,
+        latency,
     }
 }
 
