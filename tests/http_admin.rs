@@ -45,3 +45,27 @@ async fn healthcheck_and_metrics() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn healthcheck_fails_once_shutdown_begins() {
+    let rules =
+        "domain: d\ndescriptors:\n  - {key: k, rate_limit: {unit: second, requests_per_unit: 5}}\n";
+    let mut s = TestServer::start(&[("d.yaml", rules)], &["--shutdown-delay-ms", "3000"]).await;
+    let up = support::http::request(s.http, "GET", "/healthcheck", None, None).await;
+    assert_eq!((up.status, up.body.as_str()), (200, "OK"));
+    s.begin_shutdown();
+    // Shutdown is asynchronous: poll (bounded) until the admin port reports it.
+    let mut last = up;
+    for _ in 0..100 {
+        last = support::http::request(s.http, "GET", "/healthcheck", None, None).await;
+        if last.status != 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!((last.status, last.body.as_str()), (500, "draining"));
+    // gRPC still answers during the delay, so in-flight traffic drains.
+    let mut c = s.client().await;
+    call(&mut c, req("d", vec![desc(&[("k", "v")])])).await;
+    s.stop().await;
+}

@@ -158,6 +158,7 @@ pub async fn serve<S: Store>(
     let handle = prometheus();
     let state = Arc::new(state);
     let draining = Arc::clone(&state.draining);
+    let store = Arc::clone(state.limiter.store());
     let app = Router::new()
         .route(
             "/healthcheck",
@@ -176,6 +177,10 @@ pub async fn serve<S: Store>(
         .route(
             "/metrics",
             get(move || {
+                // Fresh at every scrape, not only at the last sweep.
+                if let Some(n) = store.live_keys() {
+                    metrics::gauge!("sluice_memory_store_keys").set(n as f64);
+                }
                 let handle = handle.clone();
                 async move { handle.map(|h| h.render()).unwrap_or_default() }
             }),

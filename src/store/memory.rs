@@ -341,6 +341,10 @@ impl Store for MemoryStore {
         Ok(self.apply_now(ops))
     }
 
+    fn live_keys(&self) -> Option<usize> {
+        Some(self.len())
+    }
+
     async fn reset(&self, ops: &[Op]) -> Result<(), StoreError> {
         self.remove(ops);
         Ok(())

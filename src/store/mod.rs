@@ -32,6 +32,12 @@ pub trait Store: Send + Sync + 'static {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 
+    /// Live counters held in this process, for the `sluice_memory_store_keys` gauge (`None`
+    /// when counters live elsewhere).
+    fn live_keys(&self) -> Option<usize> {
+        None
+    }
+
     /// Deletes the counters of `ops`, so their limits start afresh (the admin API's reset).
     fn reset(&self, ops: &[Op]) -> impl Future<Output = Result<(), StoreError>> + Send;
 
