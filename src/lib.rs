@@ -1,21 +1,25 @@
 //! sluice: a rate-limit service for Envoy.
 //!
 //! It answers `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` with the rule
-//! format and decisions of envoyproxy/ratelimit, counting in memory (or, later, in Redis).
+//! format and decisions of envoyproxy/ratelimit, counting in memory or in Redis.
 //!
 //! One request, top to bottom:
 //!
 //! - [`server`]: the tonic server (ShouldRateLimit, health, reflection, graceful shutdown).
-//! - [`admin`]: the HTTP admin port (`/healthcheck`, `/metrics`).
+//! - [`admin`]: the HTTP port (`/healthcheck`, `/rlconfig`, `/metrics`, `/json`) and the
+//!   authenticated admin API (runtime overrides, usage, reset).
 //! - [`service`]: validates the request ([`service::validate`]), runs the decision flow
 //!   ([`service::rls`]) and shapes the answer ([`service::response`]); the only place where
 //!   errors become `tonic::Status` is [`service::error`].
 //! - [`rules`]: rule files → validated tree → lookup of each descriptor.
 //! - [`limiter`]: the [`limiter::plan::Plan`] of counters a request needs, and the pure
 //!   algorithms (fixed window, sliding window, sliding log, token bucket).
+//! - [`overrides`]: operators' temporary limits, consulted by the plan after the rules, shared
+//!   between replicas through Redis.
 //! - [`store`]: where counters live; [`store::memory`] is the embedded default.
 //! - [`clock`]: injectable time.
 //! - [`settings`]: flags, `SLUICE_*` environment and settings file, validated once.
+//! - [`telemetry`]: logs, spans, optional OTLP export.
 
 #![forbid(unsafe_code)]
 
