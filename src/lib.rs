@@ -11,6 +11,7 @@
 //! - [`service`]: validates the request ([`service::validate`]), runs the decision flow
 //!   ([`service::rls`]) and shapes the answer ([`service::response`]); the only place where
 //!   errors become `tonic::Status` is [`service::error`].
+//! - [`authz`]: ext_authz Check: API key → identity → the same limits, in one hop.
 //! - [`rules`]: rule files → validated tree → lookup of each descriptor.
 //! - [`limiter`]: the [`limiter::plan::Plan`] of counters a request needs, and the pure
 //!   algorithms (fixed window, sliding window, sliding log, token bucket).
@@ -24,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod authz;
 pub mod clock;
 pub mod limiter;
 pub mod overrides;

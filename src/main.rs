@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let settings = match settings::parse(std::env::args_os(), &env) {
         Ok(Invocation::Serve(s)) => s,
         Ok(Invocation::CheckConfig(dir)) => return check_config(&dir),
+        Ok(Invocation::HashKey(key)) => return hash_key(key),
         Ok(Invocation::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;
@@ -77,6 +78,27 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
             _ => std::future::pending::<()>().await,
         }
     }
+}
+
+/// Prints the SHA-256 of a key given as argument or as the first line of stdin.
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("sluice: cannot read the key from stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if key.is_empty() {
+        eprintln!("sluice: the key is empty");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    println!("{}", sluice::authz::keys::hash_hex(&key));
+    ExitCode::SUCCESS
 }
 
 fn check_config(dir: &std::path::Path) -> ExitCode {

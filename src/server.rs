@@ -2,6 +2,8 @@
 //! graceful shutdown that reports NOT_SERVING before it stops accepting.
 
 use crate::admin::{AdminState, Auth};
+use crate::authz::check::AuthzService;
+use crate::authz::Authz;
 use crate::clock::{Clock, SystemClock};
 use crate::overrides::registry::Overrides;
 use crate::rules::{RuleError, Rules};
@@ -14,9 +16,11 @@ use crate::store::redis::{FallbackConfig, RedisConfig, RedisStore};
 use crate::store::redis_conn::Topology;
 use crate::store::Store;
 use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +39,9 @@ pub const HEALTH_NAMES: [&str; 3] = [
     "ratelimit",
     "envoy.service.ratelimit.v3.RateLimitService",
 ];
+
+/// The health name of the ext_authz service (reported only when it is enabled).
+pub const AUTHZ_HEALTH_NAME: &str = "envoy.service.auth.v3.Authorization";
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +83,8 @@ pub struct Server {
     clock: Arc<dyn Clock>,
     /// The admin API's bearer token, read at start so a bad file fails fast.
     admin_token: Option<String>,
+    /// ext_authz keys and configuration, when enabled.
+    authz: Option<Arc<Authz>>,
 }
 
 impl Server {
@@ -93,6 +102,14 @@ impl Server {
             .admin_token()
             .map_err(|e| ServeError::Admin(e.to_string()))?;
         let rules = Rules::load_dir(&settings.rules_dir)?;
+        let authz = if settings.authz_keys.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Authz::load(
+                Path::new(&settings.authz_config),
+                Path::new(&settings.authz_keys),
+            )?))
+        };
         tracing::info!(
             dir = %settings.rules_dir.display(),
             domains = rules.files().len(),
@@ -119,6 +136,7 @@ impl Server {
             rules: Arc::new(ArcSwap::from_pointee(rules)),
             clock,
             admin_token,
+            authz,
         })
     }
 
@@ -171,6 +189,7 @@ impl Server {
             rules,
             clock,
             admin_token,
+            authz,
         } = self;
         let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.http_addr,
@@ -208,7 +227,13 @@ impl Server {
         tracing::info!("listening http={http_addr}");
         let reloader = crate::rules::reload::Reloader::new(&settings.rules_dir, rules)
             .spawn(Duration::from_millis(settings.rules_poll_ms));
-        let result = serve(listener, &settings, limiter, draining, shutdown).await;
+        let authz_reloader = authz
+            .as_ref()
+            .map(|a| a.spawn_reload(Duration::from_millis(settings.rules_poll_ms)));
+        let result = serve(listener, &settings, limiter, authz, draining, shutdown).await;
+        if let Some(task) = authz_reloader {
+            task.abort();
+        }
         reloader.abort();
         sync.abort();
         let _ = stop_admin.send(true);
@@ -266,15 +291,26 @@ async fn serve<S: Store>(
     listener: TcpListener,
     settings: &Settings,
     limiter: Arc<RateLimiter<S>>,
+    authz: Option<Arc<Authz>>,
     draining: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let (reporter, health) = tonic_health::server::health_reporter();
-    for name in HEALTH_NAMES {
+    let mut names: Vec<&'static str> = HEALTH_NAMES.to_vec();
+    if authz.is_some() {
+        names.push(AUTHZ_HEALTH_NAME);
+    }
+    for name in names.iter().copied() {
         reporter
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
+    let authz_service = authz.map(|authz| {
+        AuthorizationServer::new(AuthzService {
+            limiter: Arc::clone(&limiter),
+            authz,
+        })
+    });
     // Both versions: grpcurl 1.8 speaks only v1alpha.
     let reflection_v1 = reflection()
         .build_v1()
@@ -288,7 +324,7 @@ async fn serve<S: Store>(
         shutdown.await;
         tracing::info!("shutting down: reporting NOT_SERVING");
         draining.store(true, Ordering::SeqCst);
-        for name in HEALTH_NAMES {
+        for name in names {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
@@ -308,6 +344,7 @@ async fn serve<S: Store>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RateLimitServiceServer::new(RlsService(limiter)))
+        .add_optional_service(authz_service)
         .serve_with_incoming_shutdown(incoming, drain)
         .await;
     tracing::info!("stopped");

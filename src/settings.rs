@@ -103,6 +103,10 @@ pub struct Settings {
     pub admin_token_file: String,
     /// How often (ms) shared runtime overrides are re-read from Redis.
     pub overrides_poll_ms: u64,
+    /// ext_authz keys file (empty: ext_authz off).
+    pub authz_keys: String,
+    /// ext_authz configuration file (templates, sources, tiers); required with `authz_keys`.
+    pub authz_config: String,
     /// OTLP/gRPC collector for tracing spans, e.g. `http://127.0.0.1:4317` (empty: off; needs
     /// the `otlp` cargo feature).
     pub otlp_endpoint: String,
@@ -137,6 +141,8 @@ pub const KEYS: &[&str] = &[
     "admin_token_file",
     "overrides_poll_ms",
     "otlp_endpoint",
+    "authz_keys",
+    "authz_config",
 ];
 
 /// What the command line asks for.
@@ -146,6 +152,8 @@ pub enum Invocation {
     Serve(Box<Settings>),
     /// Validate a rule directory and exit.
     CheckConfig(PathBuf),
+    /// Print the hash of an API key (from the argument, or stdin when `None`) and exit.
+    HashKey(Option<String>),
     /// Print this text (help, version) and exit successfully.
     Print(String),
 }
@@ -167,6 +175,11 @@ enum Command {
     CheckConfig {
         /// The rule directory.
         dir: PathBuf,
+    },
+    /// Print the SHA-256 of an API key for the authz keys file (reads stdin without KEY).
+    HashKey {
+        /// The key (prefer stdin: arguments end up in shell history).
+        key: Option<String>,
     },
 }
 
@@ -253,6 +266,12 @@ struct ServeArgs {
     /// OTLP/gRPC collector for spans (needs the otlp feature) [env: SLUICE_OTLP_ENDPOINT]
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// ext_authz API keys file; enables Authorization/Check [env: SLUICE_AUTHZ_KEYS]
+    #[arg(long, value_name = "FILE")]
+    authz_keys: Option<String>,
+    /// ext_authz configuration file [env: SLUICE_AUTHZ_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    authz_config: Option<String>,
 }
 
 /// Parses the command line `args` (including the program name) with environment `env`.
@@ -281,6 +300,7 @@ where
     };
     let args = match cli.command {
         Some(Command::CheckConfig { dir }) => return Ok(Invocation::CheckConfig(dir)),
+        Some(Command::HashKey { key }) => return Ok(Invocation::HashKey(key)),
         Some(Command::Serve(args)) => *args,
         None => cli.serve,
     };
@@ -317,6 +337,8 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("admin_token_file", ""))
         .and_then(|b| b.set_default("overrides_poll_ms", 500u64))
         .and_then(|b| b.set_default("otlp_endpoint", ""))
+        .and_then(|b| b.set_default("authz_keys", ""))
+        .and_then(|b| b.set_default("authz_config", ""))
         .map_err(invalid)?;
     let file = args
         .config
@@ -391,6 +413,8 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         ),
         ("overrides_poll_ms", args.overrides_poll_ms.map(Into::into)),
         ("otlp_endpoint", args.otlp_endpoint.clone().map(Into::into)),
+        ("authz_keys", args.authz_keys.clone().map(Into::into)),
+        ("authz_config", args.authz_config.clone().map(Into::into)),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -460,6 +484,11 @@ impl Settings {
         if !self.otlp_endpoint.is_empty() && !cfg!(feature = "otlp") {
             return Err(SettingsError::Invalid(
                 "otlp_endpoint is set but this sluice was built without the otlp feature (cargo build --features otlp)".into(),
+            ));
+        }
+        if self.authz_keys.is_empty() != self.authz_config.is_empty() {
+            return Err(SettingsError::Invalid(
+                "authz_keys and authz_config go together: set both to enable ext_authz".into(),
             ));
         }
         if self.fallback_replicas == 0 {

@@ -82,8 +82,8 @@ async fn histograms_count_every_request_and_every_redis_call() {
         7.0,
         "live in-memory counters"
     );
-    let inf = format!("sluice_request_duration_seconds_bucket{{le=\"+Inf\"}}");
-    assert_eq!(sample(&after, &inf), sample(&after, count));
+    let inf = "sluice_request_duration_seconds_bucket{le=\"+Inf\"}";
+    assert_eq!(sample(&after, inf), sample(&after, count));
 
     // Overrides gauge: one active override.
     let body = r#"{"rule":"lat.k","requests_per_unit":1,"unit":"hour","ttl_seconds":60}"#;

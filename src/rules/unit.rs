@@ -76,6 +76,19 @@ impl Unit {
         }
     }
 
+    /// The `envoy.type.v3.RateLimitUnit` number of this unit (`None` for WEEK, which it lacks).
+    pub fn to_override(self) -> Option<i32> {
+        match self {
+            Unit::Second => Some(1),
+            Unit::Minute => Some(2),
+            Unit::Hour => Some(3),
+            Unit::Day => Some(4),
+            Unit::Week => None,
+            Unit::Month => Some(5),
+            Unit::Year => Some(6),
+        }
+    }
+
     /// A request's limit override carries `envoy.type.v3.RateLimitUnit`, whose numbering is
     /// SECOND=1 … YEAR=6 with no WEEK. `UNKNOWN` (0) and undefined numbers give `None`.
     pub fn from_override(value: i32) -> Option<Unit> {

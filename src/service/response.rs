@@ -117,18 +117,26 @@ pub fn respond(plan: &Plan<'_>, outcomes: &[Outcome], opts: ResponseOptions) -> 
     }
 }
 
+/// The op that speaks for a descriptor: the one nearest its limit (a denying op first, the
+/// longest wait first); `None` without limits.
+pub fn binding(planned: &Planned<'_>, outcomes: &[Outcome]) -> Option<usize> {
+    let Planned::Limited { ops, .. } = planned else {
+        return None;
+    };
+    ops.clone().min_by_key(|&i| {
+        let o = &outcomes[i];
+        (o.allowed, std::cmp::Reverse(o.retry_after), o.remaining)
+    })
+}
+
 /// The status of one descriptor: the op nearest its limit (a denying op first) speaks for it.
 fn decide(plan: &Plan<'_>, planned: &Planned<'_>, outcomes: &[Outcome]) -> Decided {
-    let ops = match planned {
+    let binding = match planned {
         Planned::NoLimit => return unlimited_status(0),
         Planned::Unlimited => return unlimited_status(u32::MAX),
-        Planned::Limited { ops, .. } => ops.clone(),
+        Planned::Limited { .. } => binding(planned, outcomes),
     };
-    let Some(binding) = ops.clone().min_by_key(|&i| {
-        let o = &outcomes[i];
-        // Denied first (longest wait first), then least remaining.
-        (o.allowed, std::cmp::Reverse(o.retry_after), o.remaining)
-    }) else {
+    let Some(binding) = binding else {
         return unlimited_status(0);
     };
     let o = &outcomes[binding];

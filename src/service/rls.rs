@@ -6,7 +6,7 @@ use crate::overrides::Target;
 use crate::rules::unit::Unit;
 use crate::rules::Rules;
 use crate::service::error::ServiceError;
-use crate::service::response::{respond, ResponseOptions};
+use crate::service::response::{binding, respond, ResponseOptions};
 use crate::service::stats::Stats;
 use crate::service::validate::validate;
 use crate::store::Store;
@@ -32,6 +32,15 @@ pub struct RateLimiter<S> {
     stats: Stats,
     /// `sluice_request_duration_seconds`: the handle is cached (no registry lookup per call).
     latency: metrics::Histogram,
+}
+
+/// A decided request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The answer.
+    pub response: RateLimitResponse,
+    /// Per descriptor: hits counted on the limit its status reports (`None` without a limit).
+    pub used: Vec<Option<u64>>,
 }
 
 /// One limit's state for a descriptor, as the admin API's usage read reports it.
@@ -103,6 +112,24 @@ impl<S: Store> RateLimiter<S> {
         req: &RateLimitRequest,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<RateLimitResponse, ServiceError> {
+        self.decide(req, deadline, self.options.headers)
+            .await
+            .map(|d| d.response)
+    }
+
+    /// The response options every answer uses.
+    pub fn options(&self) -> ResponseOptions {
+        self.options
+    }
+
+    /// Decides one request with the given rate-limit header mode, and reports, per
+    /// descriptor, the hits counted on the limit that speaks for it (ext_authz's messages).
+    pub async fn decide(
+        &self,
+        req: &RateLimitRequest,
+        deadline: Option<tokio::time::Instant>,
+        headers: crate::service::response::HeaderMode,
+    ) -> Result<Decision, ServiceError> {
         let started = Instant::now();
         validate(req)?;
         let rules = self.rules.load_full();
@@ -126,9 +153,18 @@ impl<S: Store> RateLimiter<S> {
             self.store.apply(&plan.ops, deadline).await?
         };
         self.stats.record(&plan, &outcomes, &req.descriptors);
-        let response = respond(&plan, &outcomes, self.options);
+        let options = ResponseOptions {
+            headers,
+            ..self.options
+        };
+        let response = respond(&plan, &outcomes, options);
+        let used = plan
+            .descriptors
+            .iter()
+            .map(|p| binding(p, &outcomes).map(|i| outcomes[i].used_after))
+            .collect();
         self.latency.record(started.elapsed().as_secs_f64());
-        Ok(response)
+        Ok(Decision { response, used })
     }
 
     /// The current usage of one descriptor's limits, without charging anything.
