@@ -206,6 +206,20 @@ async fn unknown_or_missing_keys_get_401_and_forbidden_models_403() {
             json!({"error": "forbidden", "reason": "model 'gpt-4o' is not allowed for tier 'free'"})
         )
     );
+    // A body Envoy cut short may hide the model: refused rather than decided without it.
+    let auth = bearer(FREE_USER_1);
+    let r = c
+        .check(request(
+            &[
+                ("authorization", &auth),
+                ("x-envoy-auth-partial-body", "true"),
+            ],
+            r#"{"messages":[{"role":"user","content":"…"#,
+        ))
+        .await
+        .expect("answers")
+        .into_inner();
+    assert_eq!(denial(&r).0, 413);
     // The key's own model list: pro-key-1 may not use gpt-4o either.
     assert_eq!(denial(&check(&mut c, PRO_USER_1, "gpt-4o").await).0, 403);
     s.stop().await;

@@ -111,6 +111,18 @@ pub async fn check<S: Store>(
         return Ok(unauthenticated(config));
     };
     let model = model_of(http, config);
+    if model.is_none() && config.model_body_field.is_some() && partial_body(http) {
+        // Envoy cut the body (over max_request_bytes): the model may be in the part not sent,
+        // and deciding without it would skip the tier check.
+        metrics::counter!("sluice_authz_decisions_total", "result" => "partial_body").increment(1);
+        return Ok(denied(
+            PERMISSION_DENIED,
+            413,
+            Vec::new(),
+            serde_json::json!({"error": "payload_too_large",
+                "reason": "the body was too large to read the model; send it in a header"}),
+        ));
+    }
     if let Some(m) = model.as_deref() {
         if !key.allows(m) || !config.tier_allows(&key.tier, m) {
             metrics::counter!("sluice_authz_decisions_total", "result" => "forbidden").increment(1);
@@ -186,6 +198,11 @@ fn header<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
             Some(h.value.as_str())
         }
     })
+}
+
+/// Whether Envoy forwarded only part of the body (`with_request_body.allow_partial_message`).
+fn partial_body(http: &HttpRequest) -> bool {
+    header(http, "x-envoy-auth-partial-body").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 /// The model: the configured header, else the JSON body's field (when Envoy forwards it).

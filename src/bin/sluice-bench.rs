@@ -73,6 +73,8 @@ enum Command {
     Noop(NoopArgs),
     /// Drive a RateLimitService with C connections x S in-flight requests and report.
     Load(LoadArgs),
+    /// Serve HTTP/1.1 `200 ok` to every request (the upstream behind Envoy in the Envoy runs).
+    Upstream(NoopArgs),
 }
 
 #[derive(Debug, Args)]
@@ -223,6 +225,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     match cli.command {
         Command::Noop(args) => runtime.block_on(run_noop(args)),
         Command::Load(args) => runtime.block_on(run_load(args)),
+        Command::Upstream(args) => runtime.block_on(run_upstream(args)),
     }
 }
 
@@ -289,6 +292,20 @@ async fn run_noop(args: NoopArgs) -> Result<(), BoxError> {
     Server::builder()
         .add_service(RateLimitServiceServer::new(NoopService))
         .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The tiny HTTP upstream: `200 ok` for any method and path.
+async fn run_upstream(args: NoopArgs) -> Result<(), BoxError> {
+    let shutdown = shutdown_signal()?;
+    let listener = TcpListener::bind(args.addr).await?;
+    let local = listener.local_addr()?;
+    let app = axum::Router::new().fallback(|| async { "ok" });
+    // The same readiness line as the gRPC servers, so scripts wait for both alike.
+    announce(local)?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
 }
