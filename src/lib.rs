@@ -18,7 +18,7 @@
 //! - [`overrides`]: operators' temporary limits, consulted by the plan after the rules, shared
 //!   between replicas through Redis.
 //! - [`store`]: where counters live; [`store::memory`] is the embedded default.
-//! - [`clock`]: injectable time.
+//! - [`clock`]: injectable time; [`secret`]: constant-time comparison of secrets.
 //! - [`settings`]: flags, `SLUICE_*` environment and settings file, validated once.
 //! - [`telemetry`]: logs, spans, optional OTLP export.
 
@@ -30,6 +30,7 @@ pub mod clock;
 pub mod limiter;
 pub mod overrides;
 pub mod rules;
+pub mod secret;
 pub mod server;
 pub mod service;
 pub mod settings;

@@ -221,3 +221,38 @@ async fn a_descriptor_override_wins_over_the_rules_and_can_be_cleared() {
     assert_eq!(again.json()["cleared"].as_bool(), Some(false));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn admin_bodies_must_be_json_and_the_bearer_scheme_is_case_insensitive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (s, _secrets) = start().await;
+    // A form post, as a browser could send cross-site without a preflight: refused.
+    let body = r#"{"rule":"api.tenant","requests_per_unit":5,"unit":"minute","ttl_seconds":60}"#;
+    let raw = format!(
+        "POST /admin/overrides HTTP/1.1\r\nHost: {}\r\nAuthorization: bearer {TOKEN}\r\n\
+         Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        s.http,
+        body.len()
+    );
+    let mut conn = tokio::net::TcpStream::connect(s.http)
+        .await
+        .expect("connect");
+    conn.write_all(raw.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 415"), "{answer}");
+    assert_eq!(hit(&s, "a").await.2, Some(2), "nothing changed");
+    // The same with Content-Type: application/json and a lower-case scheme: accepted.
+    let r = request(s.http, "POST", "/admin/overrides", None, Some(body)).await;
+    assert_eq!(r.status, 401);
+    let lower = raw.replace("text/plain", "application/json");
+    let mut conn = tokio::net::TcpStream::connect(s.http)
+        .await
+        .expect("connect");
+    conn.write_all(lower.as_bytes()).await.expect("write");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(hit(&s, "a").await.2, Some(5));
+    s.stop().await;
+}

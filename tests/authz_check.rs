@@ -220,6 +220,42 @@ async fn unknown_or_missing_keys_get_401_and_forbidden_models_403() {
         .expect("answers")
         .into_inner();
     assert_eq!(denial(&r).0, 413);
+    // The model must be readable for sure: header and body disagreeing, a plan that restricts
+    // models with none named, a JSON body that does not parse.
+    for (headers, body, status, reason) in [
+        (
+            vec![("x-model", "tiny-model")],
+            r#"{"model":"gpt-4o"}"#,
+            403,
+            "the model header says 'tiny-model' but the body says 'gpt-4o'",
+        ),
+        (
+            vec![],
+            "",
+            403,
+            "tier 'free' may use only some models: name the model",
+        ),
+        (
+            vec![("content-type", "application/json")],
+            r#"{"model":"gpt-4o","temperature":NaN}"#,
+            400,
+            "the JSON body does not parse, so its model cannot be checked",
+        ),
+    ] {
+        let mut h = vec![("authorization", auth.as_str())];
+        h.extend(headers);
+        let r = c
+            .check(request(&h, body))
+            .await
+            .expect("answers")
+            .into_inner();
+        let (got, _, json) = denial(&r);
+        assert_eq!(
+            (got, json["reason"].as_str()),
+            (status, Some(reason)),
+            "{body}"
+        );
+    }
     // The key's own model list: pro-key-1 may not use gpt-4o either.
     assert_eq!(denial(&check(&mut c, PRO_USER_1, "gpt-4o").await).0, 403);
     s.stop().await;

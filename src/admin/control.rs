@@ -33,11 +33,9 @@ fn bad_doc(e: &DocError) -> Response {
     error(StatusCode::BAD_REQUEST, &e.to_string())
 }
 
-fn from_service(e: &ServiceError) -> Response {
-    match e {
-        ServiceError::InvalidArgument { .. } => error(StatusCode::BAD_REQUEST, &e.to_string()),
-        ServiceError::Store(_) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
-    }
+pub fn from_service(e: &ServiceError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    error(status, &e.to_string())
 }
 
 fn from_override(e: &OverrideError) -> Response {
@@ -61,7 +59,7 @@ fn listed(o: &Override, now_ms: u64) -> Value {
 
 /// `GET /admin/overrides`: the active overrides.
 pub async fn list<S: Store>(State(st): Admin<S>, headers: HeaderMap) -> Response {
-    if let Err(denied) = st.auth.check(&headers) {
+    if let Err(denied) = st.auth.check(&headers, false) {
         return denied.into_response();
     }
     let overrides = st.limiter.overrides();
@@ -72,7 +70,7 @@ pub async fn list<S: Store>(State(st): Admin<S>, headers: HeaderMap) -> Response
 
 /// `POST /admin/overrides`: sets (or replaces) the override of a target.
 pub async fn set<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = st.auth.check(&headers) {
+    if let Err(denied) = st.auth.check(&headers, true) {
         return denied.into_response();
     }
     let overrides = st.limiter.overrides();
@@ -94,7 +92,7 @@ pub async fn set<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes)
 
 /// `DELETE /admin/overrides`: removes the override of a target.
 pub async fn clear<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = st.auth.check(&headers) {
+    if let Err(denied) = st.auth.check(&headers, true) {
         return denied.into_response();
     }
     let target = match doc::parse_target(&body) {
@@ -113,7 +111,7 @@ pub async fn clear<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Byte
 
 /// `POST /admin/usage`: used / limit / remaining / reset of one descriptor, charging nothing.
 pub async fn usage<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = st.auth.check(&headers) {
+    if let Err(denied) = st.auth.check(&headers, true) {
         return denied.into_response();
     }
     let target = match doc::parse_target(&body) {
@@ -146,7 +144,7 @@ pub async fn usage<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Byte
 
 /// `POST /admin/reset`: deletes one descriptor's counters.
 pub async fn reset<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(denied) = st.auth.check(&headers) {
+    if let Err(denied) = st.auth.check(&headers, true) {
         return denied.into_response();
     }
     let target = match doc::parse_target(&body) {

@@ -7,7 +7,6 @@
 //! fields rejected; output in lowerCamelCase with default values left out.
 
 use crate::admin::{error, AdminState};
-use crate::service::error::ServiceError;
 use crate::store::Store;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -46,16 +45,15 @@ pub async fn handle<S: Store>(State(st): State<Arc<AdminState<S>>>, body: Bytes)
             )
                 .into_response()
         }
-        Err(e @ ServiceError::InvalidArgument { .. }) => {
-            error(StatusCode::BAD_REQUEST, &e.to_string())
-        }
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+        Err(e) => crate::admin::control::from_service(&e),
     }
 }
 
 /// A JSON object's fields, looked up by proto name or lowerCamelCase JSON name.
 struct Fields<'a> {
+    /// The object.
     map: &'a Map<String, Value>,
+    /// Where it sits in the body (`descriptors[0].limit`), for error messages.
     path: String,
 }
 

@@ -13,6 +13,7 @@
 pub mod control;
 pub mod json;
 
+use crate::secret::constant_time_eq;
 use crate::service::rls::RateLimiter;
 use crate::store::Store;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -50,8 +51,8 @@ pub fn prometheus() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// Who may use the admin API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who may use the admin API. `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Auth {
     /// Callers must send `Authorization: Bearer <token>`.
     Token(String),
@@ -59,6 +60,16 @@ pub enum Auth {
     LoopbackOnly,
     /// No token on a reachable address: the admin API refuses every call.
     Disabled,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Token(_) => f.write_str("Token(<redacted>)"),
+            Auth::LoopbackOnly => f.write_str("LoopbackOnly"),
+            Auth::Disabled => f.write_str("Disabled"),
+        }
+    }
 }
 
 impl Auth {
@@ -71,24 +82,59 @@ impl Auth {
         }
     }
 
-    /// Lets a call through, or says why not.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), Denied> {
+    /// Lets a call through, or says why not. Calls with a body must declare it JSON, which a
+    /// browser cannot send cross-site without a preflight (no CSRF against a loopback port);
+    /// without a token, the Host must be loopback too (no DNS rebinding).
+    pub fn check(&self, headers: &HeaderMap, has_body: bool) -> Result<(), Denied> {
+        if has_body {
+            let json = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if !json {
+                return Err(Denied::NotJson);
+            }
+        }
         match self {
-            Auth::LoopbackOnly => Ok(()),
+            Auth::LoopbackOnly => {
+                let host = headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default();
+                if loopback_host(host) {
+                    Ok(())
+                } else {
+                    Err(Denied::ForeignHost)
+                }
+            }
             Auth::Disabled => Err(Denied::Disabled),
             Auth::Token(token) => {
                 let given = headers
                     .get(header::AUTHORIZATION)
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("Bearer "));
+                    .and_then(|v| v.split_once(' '))
+                    .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                    .map(|(_, t)| t.trim());
                 match given {
-                    Some(g) if constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => Ok(()),
+                    Some(g) if constant_time_eq(g.as_bytes(), token.as_bytes()) => Ok(()),
                     Some(_) => Err(Denied::BadToken),
                     None => Err(Denied::NoToken),
                 }
             }
         }
     }
+}
+
+/// `localhost`, `127.x.y.z` or `[::1]`, with or without a port.
+fn loopback_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Why an admin call was refused.
@@ -100,6 +146,10 @@ pub enum Denied {
     BadToken,
     /// The admin API is off (403).
     Disabled,
+    /// A body that is not declared `application/json` (415).
+    NotJson,
+    /// No token, and a Host that is not loopback (403).
+    ForeignHost,
 }
 
 impl IntoResponse for Denied {
@@ -107,17 +157,20 @@ impl IntoResponse for Denied {
         match self {
             Denied::NoToken => unauthorized("missing Authorization: Bearer <token>"),
             Denied::BadToken => unauthorized("invalid bearer token"),
+            Denied::NotJson => error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the body must be JSON: send Content-Type: application/json",
+            ),
+            Denied::ForeignHost => error(
+                StatusCode::FORBIDDEN,
+                "without an admin token the admin API answers only to a loopback Host",
+            ),
             Denied::Disabled => error(
                 StatusCode::FORBIDDEN,
                 "admin API disabled: the HTTP port is not on loopback and no admin token is set (--admin-token-file)",
             ),
         }
     }
-}
-
-/// Compares without an early exit, so response time does not reveal a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn unauthorized(reason: &str) -> Response {
@@ -214,9 +267,30 @@ mod tests {
     }
 
     #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
+    fn loopback_hosts() {
+        for h in [
+            "localhost",
+            "localhost:8080",
+            "127.0.0.1:9090",
+            "127.1.2.3",
+            "[::1]:8080",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in [
+            "evil.example:8080",
+            "10.0.0.1",
+            "",
+            "[::2]",
+            "localhost.evil.example",
+        ] {
+            assert!(!loopback_host(h), "{h}");
+        }
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug() {
+        let shown = format!("{:?}", Auth::Token("s3cret-token-0123456789".into()));
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

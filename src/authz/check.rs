@@ -65,10 +65,15 @@ impl<S: Store> Authorization for AuthzService<S> {
 
 /// What is known about the request, for templates.
 struct Facts<'a> {
+    /// Who is calling.
     key: &'a ApiKey,
+    /// The model named (and allowed), if any.
     model: Option<&'a str>,
+    /// Its tier from `model_tiers`, if listed.
     model_tier: Option<&'a str>,
+    /// The HTTP method.
     method: &'a str,
+    /// The path without the query string.
     path: &'a str,
 }
 
@@ -110,31 +115,14 @@ pub async fn check<S: Store>(
             .increment(1);
         return Ok(unauthenticated(config));
     };
-    let model = model_of(http, config);
-    if model.is_none() && config.model_body_field.is_some() && partial_body(http) {
-        // Envoy cut the body (over max_request_bytes): the model may be in the part not sent,
-        // and deciding without it would skip the tier check.
-        metrics::counter!("sluice_authz_decisions_total", "result" => "partial_body").increment(1);
-        return Ok(denied(
-            PERMISSION_DENIED,
-            413,
-            Vec::new(),
-            serde_json::json!({"error": "payload_too_large",
-                "reason": "the body was too large to read the model; send it in a header"}),
-        ));
-    }
-    if let Some(m) = model.as_deref() {
-        if !key.allows(m) || !config.tier_allows(&key.tier, m) {
-            metrics::counter!("sluice_authz_decisions_total", "result" => "forbidden").increment(1);
-            let reason = format!("model '{m}' is not allowed for tier '{}'", key.tier);
-            return Ok(denied(
-                PERMISSION_DENIED,
-                403,
-                Vec::new(),
-                serde_json::json!({"error": "forbidden", "reason": reason}),
-            ));
+    let model = match model_of(http, config, &key) {
+        Ok(m) => m,
+        Err(refusal) => {
+            metrics::counter!("sluice_authz_decisions_total", "result" => refusal.metric())
+                .increment(1);
+            return Ok(refusal.answer());
         }
-    }
+    };
     let facts = Facts {
         key: &key,
         model_tier: model
@@ -205,27 +193,133 @@ fn partial_body(http: &HttpRequest) -> bool {
     header(http, "x-envoy-auth-partial-body").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
-/// The model: the configured header, else the JSON body's field (when Envoy forwards it).
-fn model_of(http: &HttpRequest, config: &AuthzConfig) -> Option<String> {
-    if let Some(h) = &config.model_header {
-        if let Some(m) = header(http, h).filter(|m| !m.is_empty()) {
-            return Some(m.to_owned());
+/// Why a request is refused before any limit is looked at, because of its model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ModelRefusal {
+    /// Envoy cut the body and the model is not in a header: it may be in the part not sent.
+    PartialBody,
+    /// A body declared as JSON that does not parse, with no model header.
+    UnreadableBody,
+    /// The header and the body name different models (the upstream may read the other one).
+    Disagree(String, String),
+    /// The key or its plan restricts models, and the request names none.
+    Missing(String),
+    /// The model is not allowed for the key or its plan.
+    NotAllowed(String, String),
+}
+
+impl ModelRefusal {
+    fn metric(&self) -> &'static str {
+        match self {
+            ModelRefusal::PartialBody => "partial_body",
+            _ => "forbidden",
         }
     }
-    let field = config.model_body_field.as_ref()?;
+
+    fn answer(&self) -> CheckResponse {
+        let (http, error, reason) = match self {
+            ModelRefusal::PartialBody => (
+                413,
+                "payload_too_large",
+                "the body was too large to read the model; send it in a header".to_owned(),
+            ),
+            ModelRefusal::UnreadableBody => (
+                400,
+                "bad_request",
+                "the JSON body does not parse, so its model cannot be checked".to_owned(),
+            ),
+            ModelRefusal::Disagree(h, b) => (
+                403,
+                "forbidden",
+                format!("the model header says '{h}' but the body says '{b}'"),
+            ),
+            ModelRefusal::Missing(tier) => (
+                403,
+                "forbidden",
+                format!("tier '{tier}' may use only some models: name the model"),
+            ),
+            ModelRefusal::NotAllowed(m, tier) => (
+                403,
+                "forbidden",
+                format!("model '{m}' is not allowed for tier '{tier}'"),
+            ),
+        };
+        denied(
+            PERMISSION_DENIED,
+            http,
+            Vec::new(),
+            serde_json::json!({"error": error, "reason": reason}),
+        )
+    }
+}
+
+/// What the JSON body says about the model.
+enum BodyModel {
+    /// No body, no field configured, or no such field.
+    Absent,
+    /// The field's string value.
+    Named(String),
+    /// A body that should be JSON but cannot be read (or a non-string field).
+    Unreadable,
+}
+
+fn body_model(http: &HttpRequest, config: &AuthzConfig) -> BodyModel {
+    let Some(field) = config.model_body_field.as_ref() else {
+        return BodyModel::Absent;
+    };
     let body: &[u8] = if http.raw_body.is_empty() {
         http.body.as_bytes()
     } else {
         &http.raw_body
     };
     if body.is_empty() {
-        return None;
+        return BodyModel::Absent;
     }
-    let json: serde_json::Value = serde_json::from_slice(body).ok()?;
-    json.get(field)?
-        .as_str()
-        .filter(|m| !m.is_empty())
-        .map(str::to_owned)
+    let declared_json = header(http, "content-type").is_some_and(|c| c.contains("json"));
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(json) => match json.get(field) {
+            None | Some(serde_json::Value::Null) => BodyModel::Absent,
+            Some(serde_json::Value::String(m)) if !m.is_empty() => BodyModel::Named(m.clone()),
+            Some(_) => BodyModel::Unreadable,
+        },
+        Err(_) if declared_json || partial_body(http) => BodyModel::Unreadable,
+        Err(_) => BodyModel::Absent,
+    }
+}
+
+/// The model the request names — the configured header, or the JSON body's field when Envoy
+/// forwards the body — checked against the key and its plan. Refuses rather than decide
+/// without a model whenever the model matters and cannot be read for sure.
+fn model_of(
+    http: &HttpRequest,
+    config: &AuthzConfig,
+    key: &ApiKey,
+) -> Result<Option<String>, ModelRefusal> {
+    let from_header = config
+        .model_header
+        .as_ref()
+        .and_then(|h| header(http, h))
+        .filter(|m| !m.is_empty());
+    let model = match (from_header, body_model(http, config)) {
+        (Some(h), BodyModel::Named(b)) if h != b => {
+            return Err(ModelRefusal::Disagree(h.to_owned(), b))
+        }
+        (Some(h), _) => Some(h.to_owned()),
+        (None, BodyModel::Named(b)) => Some(b),
+        (None, BodyModel::Unreadable) if partial_body(http) => {
+            return Err(ModelRefusal::PartialBody)
+        }
+        (None, BodyModel::Unreadable) => return Err(ModelRefusal::UnreadableBody),
+        (None, BodyModel::Absent) => None,
+    };
+    let restricted = key.models.is_some() || config.tier_models.contains_key(&key.tier);
+    match model {
+        Some(m) if !key.allows(&m) || !config.tier_allows(&key.tier, &m) => {
+            Err(ModelRefusal::NotAllowed(m, key.tier.clone()))
+        }
+        None if restricted => Err(ModelRefusal::Missing(key.tier.clone())),
+        m => Ok(m),
+    }
 }
 
 /// The request descriptors of every template whose facts are known, with their names.

@@ -104,6 +104,7 @@ pub struct AuthzConfig {
     pub precedence: Vec<String>,
 }
 
+/// The file as written (validated into [`AuthzConfig`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -123,6 +124,7 @@ struct RawConfig {
     precedence: Option<Vec<String>>,
 }
 
+/// `api_key:` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKeySource {
@@ -131,6 +133,7 @@ struct RawKeySource {
     scheme: Option<String>,
 }
 
+/// `model:` as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawModel {
@@ -140,6 +143,7 @@ struct RawModel {
     body_field: Option<String>,
 }
 
+/// One template as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTemplate {
@@ -147,6 +151,7 @@ struct RawTemplate {
     entries: Vec<RawEntry>,
 }
 
+/// One template entry as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEntry {

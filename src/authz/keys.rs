@@ -19,6 +19,7 @@
 
 use crate::rules::unit::Unit;
 use crate::rules::RuleError;
+use crate::secret::constant_time_eq;
 use hashbrown::HashMap;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -53,15 +54,18 @@ impl ApiKey {
 /// Every known key, by digest.
 #[derive(Debug, Default)]
 pub struct Keys {
+    /// SHA-256 of the key → who it is; the keys themselves are never held.
     by_digest: HashMap<[u8; 32], Arc<ApiKey>>,
 }
 
+/// The file as written (validated into [`Keys`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
     keys: Vec<RawKey>,
 }
 
+/// One key as written; fields as in [`ApiKey`], `sha256` in hex.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawKey {
@@ -76,6 +80,7 @@ struct RawKey {
     limits: std::collections::BTreeMap<String, RawLimit>,
 }
 
+/// A per-key limit as written.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimit {
@@ -100,11 +105,6 @@ fn parse_hex(s: &str) -> Option<[u8; 32]> {
         *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
     Some(out)
-}
-
-/// Compares without an early exit.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Keys {

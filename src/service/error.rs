@@ -1,4 +1,4 @@
-//! The one place where errors become gRPC statuses.
+//! The one place where errors become gRPC statuses (and, for the HTTP port, HTTP statuses).
 
 use crate::store::StoreError;
 
@@ -24,6 +24,16 @@ impl ServiceError {
         ServiceError::InvalidArgument {
             field: field.into(),
             reason: reason.into(),
+        }
+    }
+}
+
+impl ServiceError {
+    /// The HTTP status of this error on the HTTP port (`/json`, `/admin/*`).
+    pub fn http_status(&self) -> u16 {
+        match self {
+            ServiceError::InvalidArgument { .. } => 400,
+            ServiceError::Store(_) => 503,
         }
     }
 }

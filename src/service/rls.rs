@@ -39,7 +39,8 @@ pub struct RateLimiter<S> {
 pub struct Decision {
     /// The answer.
     pub response: RateLimitResponse,
-    /// Per descriptor: hits counted on the limit its status reports (`None` without a limit).
+    /// Per descriptor: hits counted on the limit its status reports, including a denied
+    /// request's own (`None` without a limit); empty for plain ShouldRateLimit.
     pub used: Vec<Option<u64>>,
 }
 
@@ -112,7 +113,7 @@ impl<S: Store> RateLimiter<S> {
         req: &RateLimitRequest,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<RateLimitResponse, ServiceError> {
-        self.decide(req, deadline, self.options.headers)
+        self.run(req, deadline, self.options.headers, false)
             .await
             .map(|d| d.response)
     }
@@ -129,6 +130,17 @@ impl<S: Store> RateLimiter<S> {
         req: &RateLimitRequest,
         deadline: Option<tokio::time::Instant>,
         headers: crate::service::response::HeaderMode,
+    ) -> Result<Decision, ServiceError> {
+        self.run(req, deadline, headers, true).await
+    }
+
+    /// Validate, plan, count, answer; `detail` fills [`Decision::used`].
+    async fn run(
+        &self,
+        req: &RateLimitRequest,
+        deadline: Option<tokio::time::Instant>,
+        headers: crate::service::response::HeaderMode,
+        detail: bool,
     ) -> Result<Decision, ServiceError> {
         let started = Instant::now();
         validate(req)?;
@@ -158,11 +170,26 @@ impl<S: Store> RateLimiter<S> {
             ..self.options
         };
         let response = respond(&plan, &outcomes, options);
-        let used = plan
-            .descriptors
-            .iter()
-            .map(|p| binding(p, &outcomes).map(|i| outcomes[i].used_after))
-            .collect();
+        // Only ext_authz reads it: ShouldRateLimit skips the allocation.
+        let used = if detail {
+            plan.descriptors
+                .iter()
+                .map(|p| {
+                    binding(p, &outcomes).map(|i| {
+                        let o = &outcomes[i];
+                        // A denied request: what it would have made (some algorithms do not
+                        // count denied hits, so `used_after` would read "10/10").
+                        if o.allowed {
+                            o.used_after
+                        } else {
+                            o.used_before + plan.ops[i].hits
+                        }
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.latency.record(started.elapsed().as_secs_f64());
         Ok(Decision { response, used })
     }

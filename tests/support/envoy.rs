@@ -192,7 +192,7 @@ pub async fn http_request(
 ) -> Result<Response, String> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
         for (name, value) in headers {
             request.push_str(&format!("{name}: {value}\r\n"));
         }

@@ -43,7 +43,7 @@ pub async fn request(
     let mut s = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect admin port");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n");
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = token {
         head.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
