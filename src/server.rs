@@ -240,8 +240,13 @@ impl Server {
         reloader.abort();
         sync.abort();
         let _ = stop_admin.send(true);
-        if let Ok(Err(e)) = admin.await {
-            tracing::warn!(error = %e, "admin server stopped with an error");
+        // Like gRPC: an idle keep-alive connection must not hold the process.
+        match tokio::time::timeout(DRAIN_LIMIT, admin).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin server stopped with an error"),
+            Err(_) => {
+                tracing::warn!("admin connections still open after {DRAIN_LIMIT:?}; closing them")
+            }
+            _ => {}
         }
         result
     }

@@ -161,6 +161,19 @@ async fn expired_overrides_vanish_from_every_replica_and_from_redis() {
         let config = request(http, "GET", "/rlconfig", None, None).await.body;
         assert!(!config.contains("override"), "{config}");
     }
+    // The other replica's poll drops the expired entry too (gauge back to 0).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let metrics = request(r.b.http, "GET", "/metrics", None, None).await.body;
+        if metrics.lines().any(|l| l == "sluice_overrides_active 0") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expired override still counted:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     // A replica's poll deletes the expired document.
     let deadline = Instant::now() + Duration::from_secs(5);
     while r.redis.command("HLEN sluice:overrides").trim() != ":0" {

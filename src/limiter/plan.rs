@@ -140,10 +140,13 @@ impl<'a> Plan<'a> {
             .iter()
             .flat_map(|r| {
                 let (limits, unlimited): (&[Limit], &[String]) = match r {
-                    Resolved::Rule(node, _) => match &node.policy {
-                        Policy::Limited(limits) => (limits, &[]),
-                        _ => (&[], &[]),
-                    },
+                    // An overridden rule keeps switching off what its limits replace.
+                    Resolved::Rule(node, _) | Resolved::Runtime(_, _, Some(node)) => {
+                        match &node.policy {
+                            Policy::Limited(limits) => (limits, &[]),
+                            _ => (&[], &[]),
+                        }
+                    }
                     Resolved::Unlimited(replaces) => (&[], replaces),
                     _ => (&[], &[]),
                 };
@@ -176,11 +179,22 @@ impl<'a> Plan<'a> {
                     }
                 }
                 Resolved::Runtime(limit, key, node) => {
-                    let start = plan.ops.len();
-                    plan.push(limit, key, hits, d.is_negative_hits, 0);
-                    Planned::Limited {
-                        ops: start..plan.ops.len(),
-                        node,
+                    // An override of a rule that another matched rule replaces stays off too.
+                    let is_replaced = match limit {
+                        LimitRef::Runtime { name, .. } => {
+                            !name.is_empty() && replaced.contains(&name)
+                        }
+                        _ => false,
+                    };
+                    if is_replaced {
+                        Planned::NoLimit
+                    } else {
+                        let start = plan.ops.len();
+                        plan.push(limit, key, hits, d.is_negative_hits, 0);
+                        Planned::Limited {
+                            ops: start..plan.ops.len(),
+                            node,
+                        }
                     }
                 }
                 Resolved::Rule(node, key) => {
@@ -299,13 +313,21 @@ fn apply_override<'a>(
         Policy::Limited(limits) => limits.first(),
         _ => None,
     });
+    let algorithm = algorithm
+        .or(first.map(|l| l.algorithm))
+        .unwrap_or(Algorithm::FixedWindow);
+    // Same algorithm and unit: the rule's counter carries on (a raised limit keeps what the
+    // window used). Otherwise a counter of its own: another algorithm's state has another
+    // shape in Redis, and a token bucket's backlog means something else in another unit.
+    let mut key = key;
+    if first.is_some_and(|l| l.algorithm != algorithm || l.unit != unit) {
+        key.push_str("_#override");
+    }
     Resolved::Runtime(
         LimitRef::Runtime {
             requests_per_unit,
             unit,
-            algorithm: algorithm
-                .or(first.map(|l| l.algorithm))
-                .unwrap_or(Algorithm::FixedWindow),
+            algorithm,
             burst: burst.unwrap_or(requests_per_unit),
             name: first.and_then(|l| l.name.as_deref()).unwrap_or(""),
         },
@@ -345,5 +367,86 @@ fn resolve<'a>(rules: &'a Rules, domain: &str, d: &RateLimitDescriptor) -> Resol
             Policy::Unlimited { replaces } => Resolved::Unlimited(replaces),
             Policy::Limited(_) => Resolved::Rule(node, counter_key),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::overrides::{Override, OverrideLimit, Target};
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+
+    fn rules(yaml: &str) -> Rules {
+        let domain = crate::rules::parse::parse_domain("t.yaml", yaml).expect("valid rules");
+        Rules::from_domains(vec![("t.yaml".into(), domain)]).expect("one domain")
+    }
+
+    fn desc(k: &str, v: &str) -> RateLimitDescriptor {
+        RateLimitDescriptor {
+            entries: vec![Entry {
+                key: k.into(),
+                value: v.into(),
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn rule_override(rule: &str, unit: Unit, algorithm: Option<Algorithm>) -> Override {
+        Override {
+            target: Target::Rule(rule.into()),
+            limit: OverrideLimit::Limited {
+                requests_per_unit: 50,
+                unit,
+                algorithm,
+                burst: None,
+            },
+            expires_at_ms: u64::MAX,
+            created_at_ms: 0,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_override_keeps_the_counter_only_when_it_counts_the_same_way() {
+        let r = rules("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: minute, requests_per_unit: 5, algorithm: sliding_log}\n");
+        let ds = [desc("k", "v")];
+        for (o, key, algorithm) in [
+            (
+                rule_override("d.k", Unit::Minute, None),
+                "d_k_v",
+                Algorithm::SlidingLog,
+            ),
+            (
+                rule_override("d.k", Unit::Hour, None),
+                "d_k_v_#override",
+                Algorithm::SlidingLog,
+            ),
+            (
+                rule_override("d.k", Unit::Minute, Some(Algorithm::TokenBucket)),
+                "d_k_v_#override",
+                Algorithm::TokenBucket,
+            ),
+        ] {
+            let set = OverrideSet::new([o]);
+            let plan = Plan::build(&r, &set, 0, "d", &ds, 0);
+            assert_eq!(plan.ops[0].key, key);
+            assert_eq!(plan.ops[0].algorithm, algorithm);
+            assert_eq!(plan.ops[0].requests_per_unit, 50);
+        }
+    }
+
+    #[test]
+    fn an_overridden_rule_still_replaces_and_a_replaced_one_stays_off() {
+        let r = rules(
+            "domain: d\ndescriptors:\n  - key: a\n    rate_limit: {unit: minute, requests_per_unit: 5, name: la, replaces: [{name: lb}]}\n  - key: b\n    rate_limit: {unit: minute, requests_per_unit: 1, name: lb}\n",
+        );
+        let ds = [desc("a", "x"), desc("b", "y")];
+        for target in ["d.a", "d.b"] {
+            let set = OverrideSet::new([rule_override(target, Unit::Minute, None)]);
+            let plan = Plan::build(&r, &set, 0, "d", &ds, 0);
+            let keys: Vec<&str> = plan.ops.iter().map(|o| o.key.as_str()).collect();
+            assert_eq!(keys, vec!["d_a_x"], "override of {target}");
+            assert!(matches!(plan.descriptors[1], Planned::NoLimit));
+        }
     }
 }

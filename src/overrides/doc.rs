@@ -317,7 +317,6 @@ mod tests {
             "requests_per_unit":1000,"unit":"MINUTE","ttl_seconds":60,"reason":"INC-1"}"#;
         let o = parse_set(body.as_bytes(), 5_000).expect("valid");
         assert_eq!(o.expires_at_ms, 65_000);
-        assert_eq!(o.target.domain(), "api");
         let back = from_doc(&to_doc(&o).to_string()).expect("own document");
         assert_eq!(back, o);
         let rule = parse_set(

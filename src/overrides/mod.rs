@@ -19,11 +19,6 @@ use crate::rules::model::Algorithm;
 use crate::rules::unit::Unit;
 use hashbrown::HashMap;
 
-/// Separates the parts of an override id; cannot occur in YAML keys users write by accident.
-const SEP: char = '\u{1f}';
-/// Separates an entry's key from its value in an id.
-const KV: char = '\u{1e}';
-
 /// What an override applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
@@ -50,39 +45,34 @@ impl Target {
             ),
         }
     }
-
-    /// The domain the override belongs to.
-    pub fn domain(&self) -> &str {
-        match self {
-            Target::Rule(stats_key) => stats_key.split('.').next().unwrap_or_default(),
-            Target::Descriptor { domain, .. } => domain,
-        }
-    }
 }
 
-/// `r␟<stats key>`.
+/// Appends `<byte length>:<text>`: no value can forge a boundary, whatever it contains.
+fn push_part(id: &mut String, text: &str) {
+    use std::fmt::Write;
+    let _ = write!(id, "{}:", text.len());
+    id.push_str(text);
+}
+
+/// `r` + the stats key, length-prefixed.
 fn rule_id(stats_key: &str) -> String {
-    let mut id = String::with_capacity(2 + stats_key.len());
+    let mut id = String::with_capacity(8 + stats_key.len());
     id.push('r');
-    id.push(SEP);
-    id.push_str(stats_key);
+    push_part(&mut id, stats_key);
     id
 }
 
-/// `d␟<domain>␟<k1>␞<v1>␟…`.
+/// `d` + the domain and every key and value, each length-prefixed.
 pub fn descriptor_id<'e>(
     domain: &str,
     entries: impl Iterator<Item = (&'e str, &'e str)>,
 ) -> String {
     let mut id = String::with_capacity(64);
     id.push('d');
-    id.push(SEP);
-    id.push_str(domain);
+    push_part(&mut id, domain);
     for (k, v) in entries {
-        id.push(SEP);
-        id.push_str(k);
-        id.push(KV);
-        id.push_str(v);
+        push_part(&mut id, k);
+        push_part(&mut id, v);
     }
     id
 }
@@ -226,5 +216,9 @@ mod tests {
         let b = descriptor_id("d", [("a", "b_c")].into_iter());
         assert_ne!(a, b);
         assert_ne!(rule_id("d.a"), descriptor_id("d", [("a", "")].into_iter()));
+        // A value holding what looks like a boundary cannot become two entries.
+        let forged = descriptor_id("d", [("user", "u"), ("model", "m1:x1:y")].into_iter());
+        let real = descriptor_id("d", [("user", "u"), ("model", "m"), ("x", "y")].into_iter());
+        assert_ne!(forged, real);
     }
 }

@@ -39,6 +39,9 @@ pub struct Overrides {
     /// Bumped by every local change; a poll that read the store before a local change must
     /// not roll that change back.
     writes: AtomicU64,
+    /// Serialises read-modify-publish of `current` (never held across an `.await`), so two
+    /// concurrent changes cannot lose one another.
+    publishing: parking_lot::Mutex<()>,
 }
 
 impl Overrides {
@@ -48,6 +51,7 @@ impl Overrides {
             current: ArcSwap::from_pointee(OverrideSet::default()),
             clock,
             writes: AtomicU64::new(0),
+            publishing: parking_lot::Mutex::new(()),
         }
     }
 
@@ -107,6 +111,7 @@ impl Overrides {
 
     /// Replaces the set with `f(current overrides)`.
     fn change(&self, f: impl FnOnce(Vec<Override>) -> Vec<Override>) {
+        let _one_at_a_time = self.publishing.lock();
         self.writes.fetch_add(1, Ordering::SeqCst);
         let current: Vec<Override> = self.snapshot().all().into_iter().cloned().collect();
         self.publish(f(current));
@@ -143,11 +148,13 @@ impl Overrides {
             }
         }
         // A local change after our read is newer than what we read: keep it; next poll agrees.
+        let _one_at_a_time = self.publishing.lock();
         if self.writes.load(Ordering::SeqCst) == writes {
             let changed = {
                 let set = self.snapshot();
-                let mut current: Vec<&Override> = set.all();
-                current.retain(|o| o.active(now));
+                // All entries, expired ones included: publishing drops them (and with them
+                // the hot path's per-descriptor id lookups once none is left).
+                let current: Vec<&Override> = set.all();
                 live.sort_by_key(|o| o.target.id());
                 current.len() != live.len() || current.iter().zip(&live).any(|(a, b)| *a != b)
             };

@@ -155,8 +155,12 @@ impl Rules {
                 }
             })
         }
-        let domain = key.split('.').next()?;
-        find(&self.domains.get(domain)?.root, key)
+        // Domain names may hold dots themselves: try every domain the key starts with.
+        self.domains
+            .values()
+            .filter(|d| key.len() > d.name.len() && key.starts_with(d.name.as_str()))
+            .filter(|d| key.as_bytes().get(d.name.len()) == Some(&b'.'))
+            .find_map(|d| find(&d.root, key))
     }
 
     /// `(file, domain)` pairs in file-name order.

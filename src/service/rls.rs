@@ -232,11 +232,21 @@ impl<S: Store> RateLimiter<S> {
         let overrides = self.overrides.snapshot();
         let now_ms = self.overrides.now_ms();
         let descriptors = [descriptor];
-        let plan = Plan::build(&rules, &overrides, now_ms, domain, &descriptors, 0);
-        if !plan.ops.is_empty() {
-            self.store.reset(&plan.ops).await?;
+        // The counters with and without the overrides: an override may use its own counter
+        // (or none, when unlimited), and the rule's must start afresh too.
+        let with = Plan::build(&rules, &overrides, now_ms, domain, &descriptors, 0);
+        let none = crate::overrides::OverrideSet::default();
+        let without = Plan::build(&rules, &none, now_ms, domain, &descriptors, 0);
+        let mut ops = with.ops;
+        for op in without.ops {
+            if !ops.iter().any(|o| o.key == op.key) {
+                ops.push(op);
+            }
         }
-        Ok(plan.ops.len())
+        if !ops.is_empty() {
+            self.store.reset(&ops).await?;
+        }
+        Ok(ops.len())
     }
 }
 
