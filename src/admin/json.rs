@@ -67,6 +67,12 @@ impl<'a> Fields<'a> {
                 return Err(format!("{}: unknown field", join(path, k)));
             }
         }
+        for n in known {
+            let c = camel(n);
+            if c != *n && map.contains_key(*n) && map.contains_key(&c) {
+                return Err(format!("{}: given twice (as {n} and {c})", join(path, n)));
+            }
+        }
         Ok(Fields {
             map,
             path: path.to_owned(),
@@ -95,7 +101,12 @@ impl<'a> Fields<'a> {
             return Ok(None);
         };
         let n = match v {
-            Value::Number(n) => n.as_u64(),
+            // protojson also takes an integral number written as `1e2` or `100.0`.
+            Value::Number(n) => n.as_u64().or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                    .map(|f| f as u64)
+            }),
             Value::String(s) => s.parse::<u64>().ok(),
             _ => None,
         };
@@ -309,6 +320,8 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(req.hits_addend, 2);
+        let exp = parse_request(br#"{"hitsAddend":1e2}"#).expect("integral exponent");
+        assert_eq!(exp.hits_addend, 100);
         assert_eq!(
             req.descriptors[0].hits_addend,
             Some(UInt64Value { value: 3 })
@@ -327,6 +340,11 @@ mod tests {
                 "descriptors[0].limit.unit: unknown unit",
             ),
             (r#"{"hits_addend":-1}"#, "hits_addend: expected an integer"),
+            (r#"{"hits_addend":1.5}"#, "hits_addend: expected an integer"),
+            (
+                r#"{"hits_addend":1,"hitsAddend":2}"#,
+                "hits_addend: given twice",
+            ),
             ("[1]", "body: expected an object"),
             ("{", "body is not JSON"),
         ] {
