@@ -208,7 +208,9 @@ async fn a_descriptor_override_wins_over_the_rules_and_can_be_cleared() {
         (cleared.status, cleared.json()["cleared"].as_bool()),
         (200, Some(true))
     );
-    // Back under the rule override (1/minute), on the same counter: already 1 used.
+    // Back under the rule override (1/minute, the rule's unit: the rule's counter). The
+    // blocking override was per hour, so it counted on a counter of its own: 1 is free.
+    assert_eq!(hit(&s, "abuser").await, (Code::Ok, 0, Some(1)));
     assert_eq!(hit(&s, "abuser").await, (Code::OverLimit, 0, Some(1)));
     let again = request(
         s.http,
