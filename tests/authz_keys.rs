@@ -167,3 +167,47 @@ async fn keys_reload_without_a_restart_and_never_reach_the_log() {
         assert!(!log.contains(secret), "{secret} appears in the log:\n{log}");
     }
 }
+
+// Multi-threaded: dropped clients' connections must be closed while the test waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_keys_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).expect("rules dir");
+    std::fs::write(rules.join("api.yaml"), RULES).expect("rules");
+    let (config, keys) = (dir.path().join("authz.yaml"), dir.path().join("keys.yaml"));
+    std::fs::write(&config, CONFIG).expect("config");
+    std::fs::write(&keys, keys_file(&[("one", "sk-first-secret-key")])).expect("keys");
+    let (rules, config_s, keys_s) = (
+        rules.to_string_lossy().to_string(),
+        config.to_string_lossy().to_string(),
+        keys.to_string_lossy().to_string(),
+    );
+    // Polling once an hour: only SIGHUP can make the new key known within the test.
+    let s = SluiceProcess::start(&[
+        "--rules",
+        &rules,
+        "--authz-config",
+        &config_s,
+        "--authz-keys",
+        &keys_s,
+        "--rules-poll-ms",
+        "3600000",
+    ]);
+    std::fs::write(&keys, keys_file(&[("two", "sk-second-secret-key")])).expect("rewrite keys");
+    assert!(!accepted(s.grpc, "sk-second-secret-key").await);
+    s.signal("-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !accepted(s.grpc, "sk-second-secret-key").await {
+        assert!(
+            Instant::now() < deadline,
+            "SIGHUP did not reload the keys:\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !accepted(s.grpc, "sk-first-secret-key").await,
+        "the old key is gone"
+    );
+}

@@ -102,22 +102,17 @@ impl Authz {
         h.finish()
     }
 
-    /// Polls every `every` and reloads on change, until the task is aborted.
+    /// Polls every `every` and reloads on change (or at once on SIGHUP, like the rules), until
+    /// the task is aborted.
     pub fn spawn_reload(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
-        let authz = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut seen = authz.fingerprint();
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let now = authz.fingerprint();
-                if now != seen {
-                    seen = now;
-                    // Logged and counted inside; the old state stays on error.
-                    let _ = authz.reload();
-                }
-            }
-        })
+        let (probe, authz) = (Arc::clone(self), Arc::clone(self));
+        crate::rules::reload::watch(
+            every,
+            move || probe.fingerprint(),
+            move || {
+                // Logged and counted inside; the old state stays on error.
+                let _ = authz.reload();
+            },
+        )
     }
 }

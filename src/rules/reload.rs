@@ -75,32 +75,51 @@ impl Reloader {
     /// Polls every `every` and reloads on change; reloads at once on SIGHUP. Runs until the
     /// task is aborted.
     pub fn spawn(self, every: Duration) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            let mut seen = self.fingerprint();
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                let hangup = async {
-                    match hup.as_mut() {
-                        Some(s) => {
-                            s.recv().await;
-                        }
-                        None => std::future::pending::<()>().await,
-                    }
-                };
-                let forced = tokio::select! {
-                    _ = tick.tick() => false,
-                    _ = hangup => true,
-                };
-                let now = self.fingerprint();
-                if forced || now != seen {
-                    seen = now;
-                    // Errors are logged and counted inside; the old rules stay.
-                    let _ = self.reload();
-                }
-            }
-        })
+        let reloader = Arc::new(self);
+        let probe = Arc::clone(&reloader);
+        watch(
+            every,
+            move || probe.fingerprint(),
+            move || {
+                // Errors are logged and counted inside; the old rules stay.
+                let _ = reloader.reload();
+            },
+        )
     }
+}
+
+/// Calls `reload` when `fingerprint` changes (checked every `every`) and at once on SIGHUP, until
+/// the returned task is aborted. Shared by every hot-reloaded file set (rules, ext_authz).
+pub fn watch(
+    every: Duration,
+    fingerprint: impl Fn() -> u64 + Send + 'static,
+    reload: impl Fn() + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    // Registered before the task starts: once the caller goes on to announce it is listening,
+    // a SIGHUP reloads instead of killing the process (the default action).
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    tokio::spawn(async move {
+        let mut seen = fingerprint();
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let forced = tokio::select! {
+                _ = tick.tick() => false,
+                _ = hangup => true,
+            };
+            let now = fingerprint();
+            if forced || now != seen {
+                seen = now;
+                reload();
+            }
+        }
+    })
 }

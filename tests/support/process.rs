@@ -75,6 +75,13 @@ impl SluiceProcess {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Sends `signal` (e.g. `-HUP`).
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status();
+    }
+
     /// SIGTERM, then waits for it to exit (its log is complete afterwards).
     pub fn terminate(&mut self) {
         let _ = Command::new("kill")
