@@ -10,6 +10,7 @@ use crate::authz::keys::ApiKey;
 use crate::authz::Authz;
 use crate::limiter::ceil_secs;
 use crate::service::error::ServiceError;
+use crate::service::response::header as response_header;
 use crate::service::rls::{grpc_timeout, RateLimiter};
 use crate::store::Store;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
@@ -362,14 +363,6 @@ fn descriptors(config: &AuthzConfig, facts: &Facts<'_>) -> (Vec<String>, Vec<Rat
     (names, out)
 }
 
-fn header_value(key: &str, value: &str) -> HeaderValue {
-    HeaderValue {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        ..Default::default()
-    }
-}
-
 fn option(h: HeaderValue) -> HeaderValueOption {
     HeaderValueOption {
         header: Some(h),
@@ -385,7 +378,7 @@ fn denied(
     mut headers: Vec<HeaderValue>,
     body: serde_json::Value,
 ) -> CheckResponse {
-    headers.push(header_value("content-type", "application/json"));
+    headers.push(response_header("content-type", "application/json".into()));
     CheckResponse {
         status: Some(RpcStatus {
             code,
@@ -409,7 +402,7 @@ fn unauthenticated(config: &AuthzConfig) -> CheckResponse {
     denied(
         UNAUTHENTICATED,
         401,
-        vec![header_value("www-authenticate", &challenge)],
+        vec![response_header("www-authenticate", challenge)],
         serde_json::json!({"error": "unauthenticated"}),
     )
 }
@@ -465,7 +458,7 @@ fn over_limit(
         .iter()
         .any(|h| h.key.eq_ignore_ascii_case("retry-after"))
     {
-        headers.push(header_value("retry-after", &retry.to_string()));
+        headers.push(response_header("retry-after", retry.to_string()));
     }
     denied(
         RESOURCE_EXHAUSTED,
@@ -499,7 +492,7 @@ fn allowed(
         ("x-sluice-tier", &key.tier),
     ]
     .into_iter()
-    .map(|(k, v)| option(header_value(k, v)))
+    .map(|(k, v)| option(response_header(k, v.clone())))
     .collect();
     let mut metadata = Struct::default();
     for (k, v) in [

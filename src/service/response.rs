@@ -188,7 +188,8 @@ fn pb_duration(d: Duration) -> PbDuration {
     }
 }
 
-fn header(key: &str, value: String) -> HeaderValue {
+/// A response header to add.
+pub fn header(key: &str, value: String) -> HeaderValue {
     HeaderValue {
         key: key.to_owned(),
         value,
