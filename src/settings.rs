@@ -107,6 +107,24 @@ pub struct Settings {
     pub authz_keys: String,
     /// ext_authz configuration file (templates, sources, tiers); required with `authz_keys`.
     pub authz_config: String,
+    /// Most descriptors one request may carry (more: INVALID_ARGUMENT).
+    pub max_descriptors: usize,
+    /// Most entries one descriptor may carry.
+    pub max_entries: usize,
+    /// Longest descriptor entry key or value, in bytes.
+    pub max_value_bytes: usize,
+    /// Largest encoded request (gRPC message, `/json` body), in bytes.
+    pub max_request_bytes: usize,
+    /// Largest rule or ext_authz file read, in bytes (a bigger one is an invalid change).
+    pub rules_max_file_bytes: u64,
+    /// A connection with no request in flight for this long is closed (ms).
+    pub idle_timeout_ms: u64,
+    /// A new connection must send its first request (HTTP/1 headers, HTTP/2 preface) within this (ms).
+    pub header_read_timeout_ms: u64,
+    /// HTTP/2 PING interval on both ports (ms); a peer that does not answer within `keepalive_timeout_ms` is dropped.
+    pub keepalive_ms: u64,
+    /// How long a keepalive PING may go unanswered (ms).
+    pub keepalive_timeout_ms: u64,
     /// OTLP/gRPC collector for tracing spans, e.g. `http://127.0.0.1:4317` (empty: off; needs
     /// the `otlp` cargo feature).
     pub otlp_endpoint: String,
@@ -143,6 +161,15 @@ pub const KEYS: &[&str] = &[
     "otlp_endpoint",
     "authz_keys",
     "authz_config",
+    "max_descriptors",
+    "max_entries",
+    "max_value_bytes",
+    "max_request_bytes",
+    "rules_max_file_bytes",
+    "idle_timeout_ms",
+    "header_read_timeout_ms",
+    "keepalive_ms",
+    "keepalive_timeout_ms",
 ];
 
 /// What the command line asks for.
@@ -266,6 +293,33 @@ struct ServeArgs {
     /// OTLP/gRPC collector for spans (needs the otlp feature) [env: SLUICE_OTLP_ENDPOINT]
     #[arg(long, value_name = "URL")]
     otlp_endpoint: Option<String>,
+    /// Most descriptors per request [env: SLUICE_MAX_DESCRIPTORS] [default: 128]
+    #[arg(long)]
+    max_descriptors: Option<u64>,
+    /// Most entries per descriptor [env: SLUICE_MAX_ENTRIES] [default: 32]
+    #[arg(long)]
+    max_entries: Option<u64>,
+    /// Longest entry key or value, bytes [env: SLUICE_MAX_VALUE_BYTES] [default: 4096]
+    #[arg(long)]
+    max_value_bytes: Option<u64>,
+    /// Largest request, bytes [env: SLUICE_MAX_REQUEST_BYTES] [default: 1048576]
+    #[arg(long)]
+    max_request_bytes: Option<u64>,
+    /// Largest rule/authz file, bytes [env: SLUICE_RULES_MAX_FILE_BYTES] [default: 8388608]
+    #[arg(long)]
+    rules_max_file_bytes: Option<u64>,
+    /// Close idle connections after, ms [env: SLUICE_IDLE_TIMEOUT_MS] [default: 300000]
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
+    /// First request on a connection within, ms [env: SLUICE_HEADER_READ_TIMEOUT_MS] [default: 10000]
+    #[arg(long)]
+    header_read_timeout_ms: Option<u64>,
+    /// HTTP/2 keepalive PING interval, ms [env: SLUICE_KEEPALIVE_MS] [default: 30000]
+    #[arg(long)]
+    keepalive_ms: Option<u64>,
+    /// Keepalive PING answer within, ms [env: SLUICE_KEEPALIVE_TIMEOUT_MS] [default: 10000]
+    #[arg(long)]
+    keepalive_timeout_ms: Option<u64>,
     /// ext_authz API keys file; enables Authorization/Check [env: SLUICE_AUTHZ_KEYS]
     #[arg(long, value_name = "FILE")]
     authz_keys: Option<String>,
@@ -339,6 +393,15 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("otlp_endpoint", ""))
         .and_then(|b| b.set_default("authz_keys", ""))
         .and_then(|b| b.set_default("authz_config", ""))
+        .and_then(|b| b.set_default("max_descriptors", 128u64))
+        .and_then(|b| b.set_default("max_entries", 32u64))
+        .and_then(|b| b.set_default("max_value_bytes", 4096u64))
+        .and_then(|b| b.set_default("max_request_bytes", 1048576u64))
+        .and_then(|b| b.set_default("rules_max_file_bytes", 8388608u64))
+        .and_then(|b| b.set_default("idle_timeout_ms", 300000u64))
+        .and_then(|b| b.set_default("header_read_timeout_ms", 10000u64))
+        .and_then(|b| b.set_default("keepalive_ms", 30000u64))
+        .and_then(|b| b.set_default("keepalive_timeout_ms", 10000u64))
         .map_err(invalid)?;
     let file = args
         .config
@@ -415,6 +478,24 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         ("otlp_endpoint", args.otlp_endpoint.clone().map(Into::into)),
         ("authz_keys", args.authz_keys.clone().map(Into::into)),
         ("authz_config", args.authz_config.clone().map(Into::into)),
+        ("max_descriptors", args.max_descriptors.map(Into::into)),
+        ("max_entries", args.max_entries.map(Into::into)),
+        ("max_value_bytes", args.max_value_bytes.map(Into::into)),
+        ("max_request_bytes", args.max_request_bytes.map(Into::into)),
+        (
+            "rules_max_file_bytes",
+            args.rules_max_file_bytes.map(Into::into),
+        ),
+        ("idle_timeout_ms", args.idle_timeout_ms.map(Into::into)),
+        (
+            "header_read_timeout_ms",
+            args.header_read_timeout_ms.map(Into::into),
+        ),
+        ("keepalive_ms", args.keepalive_ms.map(Into::into)),
+        (
+            "keepalive_timeout_ms",
+            args.keepalive_timeout_ms.map(Into::into),
+        ),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -525,6 +606,21 @@ impl Settings {
                         "redis_nodes: '{url}' is not a Redis URL: {e}"
                     )));
                 }
+            }
+        }
+        for (name, value) in [
+            ("max_descriptors", self.max_descriptors as u64),
+            ("max_entries", self.max_entries as u64),
+            ("max_value_bytes", self.max_value_bytes as u64),
+            ("max_request_bytes", self.max_request_bytes as u64),
+            ("rules_max_file_bytes", self.rules_max_file_bytes),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("keepalive_ms", self.keepalive_ms),
+            ("keepalive_timeout_ms", self.keepalive_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(SettingsError::Invalid(format!("{name} must be at least 1")));
             }
         }
         if self.memory_max_keys == 0 {

@@ -23,11 +23,11 @@ const T0: Duration = Duration::from_millis(1_767_268_800_250);
 struct Step {
     advance_ms: u64,
     key: &'static str,
-    hits: u64,
+    hits: u32,
     refund: bool,
 }
 
-fn step(advance_ms: u64, key: &'static str, hits: u64) -> Step {
+fn step(advance_ms: u64, key: &'static str, hits: u32) -> Step {
     Step {
         advance_ms,
         key,
@@ -36,7 +36,7 @@ fn step(advance_ms: u64, key: &'static str, hits: u64) -> Step {
     }
 }
 
-fn refund(advance_ms: u64, key: &'static str, hits: u64) -> Step {
+fn refund(advance_ms: u64, key: &'static str, hits: u32) -> Step {
     Step {
         advance_ms,
         key,
@@ -68,7 +68,7 @@ fn timeline() -> Vec<Step> {
     ]
 }
 
-fn op(key: &str, algorithm: Algorithm, hits: u64, refund: bool) -> Op {
+fn op(key: &str, algorithm: Algorithm, hits: u32, refund: bool) -> Op {
     Op {
         key: format!("conf_{key}_{}", algorithm.name()),
         algorithm,

@@ -27,9 +27,9 @@ impl FixedWindow {
         }
         let before = self.count;
         self.count = if op.refund {
-            before.saturating_sub(op.hits)
+            before.saturating_sub(u64::from(op.hits))
         } else {
-            before.saturating_add(op.hits)
+            before.saturating_add(u64::from(op.hits))
         };
         let limit = u64::from(op.requests_per_unit);
         let allowed = op.refund || self.count <= limit;
@@ -63,7 +63,7 @@ mod tests {
     use super::*;
     use crate::rules::model::Algorithm;
 
-    fn op(limit: u32, period: u64, hits: u64) -> Op {
+    fn op(limit: u32, period: u64, hits: u32) -> Op {
         Op {
             key: "k".into(),
             algorithm: Algorithm::FixedWindow,

@@ -13,6 +13,10 @@ pub mod token_bucket;
 use crate::rules::model::Algorithm;
 use std::time::Duration;
 
+/// The most hits one descriptor may ask for (`hits_addend` above it is `INVALID_ARGUMENT`):
+/// no limit can admit more, and it keeps every store's arithmetic exact (Lua uses doubles).
+pub const MAX_HITS: u64 = u32::MAX as u64;
+
 /// One counter to charge (or check) for one limit of one descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
@@ -26,8 +30,9 @@ pub struct Op {
     pub period_secs: u64,
     /// Token-bucket capacity (ignored by the other algorithms).
     pub burst: u32,
-    /// Hits to charge; 0 only checks.
-    pub hits: u64,
+    /// Hits to charge; 0 only checks. A `u32`: no request can ask for more than
+    /// [`MAX_HITS`], so both stores count with the same, exactly representable numbers.
+    pub hits: u32,
     /// Give `hits` back instead of charging them (`is_negative_hits`); never denied.
     pub refund: bool,
 }

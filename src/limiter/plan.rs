@@ -163,10 +163,9 @@ impl<'a> Plan<'a> {
             limits: Vec::with_capacity(descriptors.len()),
         };
         for (r, d) in resolved.into_iter().zip(descriptors) {
-            let hits = d
-                .hits_addend
-                .as_ref()
-                .map_or(u64::from(request_hits.max(1)), |h| h.value);
+            let hits = d.hits_addend.as_ref().map_or(request_hits.max(1), |h| {
+                u32::try_from(h.value).unwrap_or(u32::MAX)
+            });
             let planned = match r {
                 Resolved::None => Planned::NoLimit,
                 Resolved::Unlimited(_) => Planned::Unlimited,
@@ -234,7 +233,7 @@ impl<'a> Plan<'a> {
         &mut self,
         limit: LimitRef<'a>,
         mut key: String,
-        hits: u64,
+        hits: u32,
         refund: bool,
         index: usize,
     ) {

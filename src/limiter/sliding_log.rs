@@ -31,12 +31,12 @@ impl SlidingLog {
         }
         let before = self.total;
         let limit = u64::from(op.requests_per_unit);
-        let allowed = op.refund || before.saturating_add(op.hits) <= limit;
+        let allowed = op.refund || before.saturating_add(u64::from(op.hits)) <= limit;
         if op.refund {
-            self.take_back(op.hits);
+            self.take_back(u64::from(op.hits));
         } else if allowed && op.hits > 0 {
-            self.entries.push_back((now_us, op.hits));
-            self.total += op.hits;
+            self.entries.push_back((now_us, u64::from(op.hits)));
+            self.total += u64::from(op.hits);
         }
         let reset_after = self
             .entries
@@ -53,7 +53,13 @@ impl SlidingLog {
             retry_after: if allowed {
                 Duration::ZERO
             } else {
-                Duration::from_micros(self.wait_for(op.hits, limit, p, now_us, reset_after))
+                Duration::from_micros(self.wait_for(
+                    u64::from(op.hits),
+                    limit,
+                    p,
+                    now_us,
+                    reset_after,
+                ))
             },
             used_before: before,
             used_after: self.total,
@@ -106,7 +112,7 @@ mod tests {
     use super::*;
     use crate::rules::model::Algorithm;
 
-    fn op(limit: u32, period: u64, hits: u64) -> Op {
+    fn op(limit: u32, period: u64, hits: u32) -> Op {
         Op {
             key: "k".into(),
             algorithm: Algorithm::SlidingLog,

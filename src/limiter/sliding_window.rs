@@ -50,9 +50,9 @@ impl SlidingWindow {
         let used_before = ceil_div(before, u128::from(p));
         let allowed = op.refund || before + u128::from(op.hits) * u128::from(p) <= limit;
         if op.refund {
-            self.cur = self.cur.saturating_sub(op.hits);
+            self.cur = self.cur.saturating_sub(u64::from(op.hits));
         } else if allowed {
-            self.cur += op.hits;
+            self.cur += u64::from(op.hits);
         }
         let after = scaled(self.cur);
         let remaining = if allowed {
@@ -86,7 +86,7 @@ impl SlidingWindow {
     /// How long until `op.hits` would fit, the previous windows decaying linearly.
     fn wait_for(&self, op: &Op, p: u64, elapsed: u64) -> Duration {
         let limit = u64::from(op.requests_per_unit);
-        let hits = op.hits;
+        let hits = u64::from(op.hits);
         // Later in this window: prev × (P − e) / P + cur + hits ≤ limit.
         if self.prev > 0 && self.cur.saturating_add(hits) <= limit {
             let room = u128::from(limit - self.cur - hits) * u128::from(p);
@@ -125,7 +125,7 @@ mod tests {
     use super::*;
     use crate::rules::model::Algorithm;
 
-    fn op(limit: u32, period: u64, hits: u64) -> Op {
+    fn op(limit: u32, period: u64, hits: u32) -> Op {
         Op {
             key: "k".into(),
             algorithm: Algorithm::SlidingWindow,

@@ -37,7 +37,7 @@ impl TokenBucket {
         let tat = self.tat.max(now_us);
         let burst = u64::from(op.burst);
         let used_before = used(tat - now_us, t, burst);
-        let cost = t.saturating_mul(op.hits);
+        let cost = t.saturating_mul(u64::from(op.hits));
         let (allowed, retry_after) = if op.refund {
             self.tat = tat.saturating_sub(cost).max(now_us);
             (true, 0)
@@ -84,7 +84,7 @@ mod tests {
     use super::*;
     use crate::rules::model::Algorithm;
 
-    fn op(rate: u32, period: u64, burst: u32, hits: u64) -> Op {
+    fn op(rate: u32, period: u64, burst: u32, hits: u32) -> Op {
         Op {
             key: "k".into(),
             algorithm: Algorithm::TokenBucket,

@@ -182,7 +182,7 @@ impl<S: Store> RateLimiter<S> {
                         if o.allowed {
                             o.used_after
                         } else {
-                            o.used_before + plan.ops[i].hits
+                            o.used_before + u64::from(plan.ops[i].hits)
                         }
                     })
                 })

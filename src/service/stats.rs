@@ -106,7 +106,7 @@ impl Stats {
                 let o = &outcomes[i];
                 let limit = u64::from(plan.limits[i].requests_per_unit());
                 let near = (limit as f64 * self.near_ratio).floor() as u64;
-                let (hits, before) = (op.hits, o.used_before);
+                let (hits, before) = (u64::from(op.hits), o.used_before);
                 let after = before + hits;
                 stats.total_hits.increment(hits);
                 if o.allowed {

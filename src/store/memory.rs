@@ -365,7 +365,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
 
-    fn op(key: &str, limit: u32, period: u64, hits: u64) -> Op {
+    fn op(key: &str, limit: u32, period: u64, hits: u32) -> Op {
         Op {
             key: key.into(),
             algorithm: Algorithm::FixedWindow,
