@@ -27,8 +27,12 @@
 pub mod admin;
 pub mod authz;
 pub mod clock;
+pub mod effective;
+pub mod engine;
+pub mod keys;
 pub mod limiter;
 pub mod overrides;
+pub mod request;
 pub mod rules;
 pub mod secret;
 pub mod server;

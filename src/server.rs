@@ -204,12 +204,19 @@ impl Server {
             near_limit_ratio: settings.near_limit_ratio,
         };
         let overrides = Arc::new(Overrides::new(clock));
-        let limiter = Arc::new(RateLimiter::new(
-            Arc::clone(&rules),
-            Arc::clone(&overrides),
-            Arc::clone(&store),
-            options,
-        ));
+        let limiter = Arc::new(
+            RateLimiter::new(
+                Arc::clone(&rules),
+                Arc::clone(&overrides),
+                Arc::clone(&store),
+                options,
+            )
+            .with_bounds(crate::request::RequestBounds {
+                max_descriptors: settings.max_descriptors,
+                max_entries: settings.max_entries,
+                max_value_bytes: settings.max_value_bytes,
+            }),
+        );
         let sync = overrides.spawn_sync(store, Duration::from_millis(settings.overrides_poll_ms));
         let auth = Auth::new(admin_token, http_addr);
         if auth == Auth::Disabled {

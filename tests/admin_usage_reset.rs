@@ -72,7 +72,7 @@ async fn exercise(s: &TestServer, redis_time: bool) {
     }
     let expected = json!({"status": "limited", "limits": [{
         "name": "", "requests_per_unit": 10, "unit": "minute", "used": 3, "remaining": 7,
-        "reset_seconds": null, "override": false}]});
+        "reset_seconds": null, "override": false, "fallback": false}]});
     assert_eq!(got, expected);
     let mut again = usage(s, ACME).await;
     again["limits"][0]["reset_seconds"].take();

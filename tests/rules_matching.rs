@@ -20,7 +20,7 @@ fn fixture(dir: &str) -> Rules {
 /// Looks up `entries` and requires a match, returning the node and the counter key.
 fn matched<'a>(rules: &'a Rules, domain: &str, entries: &[(&str, &str)]) -> (&'a Node, String) {
     match rules.lookup(domain, entries.iter().copied()) {
-        Lookup::Matched { node, counter_key } => (node, counter_key),
+        Lookup::Matched { node, counter_key } => (node, counter_key.as_str().to_owned()),
         other => panic!("{domain} {entries:?}: expected a match, got {other:?}"),
     }
 }
@@ -259,11 +259,11 @@ fn detailed_metric_flag_and_per_value_counters() {
     // The node's own stats key has no runtime value; the runtime value is added where metrics
     // are emitted, because `detailed_metric` is set.
     assert_eq!(node.stats_key, "test-domain.key7");
-    assert_eq!(counter_key, "test-domain_key7_unspecified_value");
+    assert_eq!(counter_key, "test-domain_key7_unspecified%5Fvalue");
 
     let (other, counter_key) = matched(&rules, "test-domain", &[("key7", "another_value")]);
     assert!(std::ptr::eq(node, other));
-    assert_eq!(counter_key, "test-domain_key7_another_value");
+    assert_eq!(counter_key, "test-domain_key7_another%5Fvalue");
 
     // No other node of the fixture asks for detailed metrics.
     let (key2, _) = matched(&rules, "test-domain", &[("key2", "x")]);
@@ -520,11 +520,11 @@ fn wildcard_without_share_threshold_counts_each_value() {
     );
     assert_eq!(
         key_a,
-        "share-threshold-test_files_no_share_files_no_share/1"
+        "share-threshold-test_files%5Fno%5Fshare_files%5Fno%5Fshare/1"
     );
     assert_eq!(
         key_b,
-        "share-threshold-test_files_no_share_files_no_share/2"
+        "share-threshold-test_files%5Fno%5Fshare_files%5Fno%5Fshare/2"
     );
 }
 

@@ -133,6 +133,9 @@ pub async fn usage<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Byte
                         "remaining": u.remaining,
                         "reset_seconds": crate::limiter::ceil_secs(u.reset_after),
                         "override": u.overridden,
+                        // The shard did not answer: this replica's local share, not the
+                        // shared count.
+                        "fallback": u.fallback,
                     })
                 })
                 .collect();

@@ -4,13 +4,15 @@
 //! Algorithms are pure functions of `(state, now, limit, hits)`: the memory store calls them
 //! directly and the Redis scripts mirror them line by line, so both stores agree.
 
+pub mod algorithm;
 pub mod fixed_window;
 pub mod plan;
 pub mod sliding_log;
 pub mod sliding_window;
 pub mod token_bucket;
+pub mod unit;
 
-use crate::rules::model::Algorithm;
+pub use algorithm::Algorithm;
 use std::time::Duration;
 
 /// The most hits one descriptor may ask for (`hits_addend` above it is `INVALID_ARGUMENT`):

@@ -10,8 +10,10 @@
 pub mod model;
 pub mod parse;
 pub mod reload;
-pub mod unit;
+/// Units belong to the limiter; re-exported where the rule format always found them.
+pub use crate::limiter::unit;
 
+use crate::keys::CounterBase;
 use hashbrown::HashMap;
 use model::{Domain, MatchKind, Node};
 use std::fmt;
@@ -59,7 +61,7 @@ pub enum Lookup<'a> {
         /// The node; its `policy` says what applies.
         node: &'a Node,
         /// `domain_k1_v1_…_kN_vN` with runtime values (patterns under `share_threshold`).
-        counter_key: String,
+        counter_key: CounterBase,
     },
 }
 
@@ -181,8 +183,7 @@ impl Rules {
         };
         let mut level = &d.root;
         let mut node: Option<&Node> = None;
-        let mut counter_key = String::with_capacity(64);
-        counter_key.push_str(domain);
+        let mut counter_key = CounterBase::new(domain);
         for (key, value) in entries {
             let Some((child, kind)) = level.child(key, value) else {
                 return Lookup::NoMatch;
@@ -191,7 +192,7 @@ impl Rules {
                 (MatchKind::Wildcard, true, Some(pattern)) => pattern.as_str(),
                 _ => value,
             };
-            push_entry(&mut counter_key, key, counted_value);
+            counter_key.push_entry(key, counted_value);
             level = &child.children;
             node = Some(child);
         }
@@ -200,14 +201,6 @@ impl Rules {
             None => Lookup::NoMatch,
         }
     }
-}
-
-/// Appends `_key_value` to a counter key, as envoyproxy/ratelimit builds its cache keys.
-pub fn push_entry(counter_key: &mut String, key: &str, value: &str) {
-    counter_key.push('_');
-    counter_key.push_str(key);
-    counter_key.push('_');
-    counter_key.push_str(value);
 }
 
 /// The files of a rule directory that hold rules, sorted by name.

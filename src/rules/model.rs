@@ -4,53 +4,11 @@
 //! for each key holds the exact-value children, the wildcard children in file order and the
 //! default (value-less) child — the three places envoyproxy/ratelimit looks, in that order.
 
-use crate::rules::unit::Unit;
+use crate::limiter::unit::Unit;
 use hashbrown::HashMap;
-use std::fmt;
 
-/// How a limit counts. `fixed_window` is envoyproxy/ratelimit's algorithm and the default.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    /// One counter per window `floor(now / unit)`; a denied hit still counts (as upstream).
-    FixedWindow,
-    /// Two counters (previous and current window), the previous weighted by its overlap.
-    SlidingWindow,
-    /// One timestamp per admitted hit; exact, costs memory per hit.
-    SlidingLog,
-    /// GCRA: one "theoretical arrival time" per key, smooth refill, `burst` capacity.
-    TokenBucket,
-}
-
-impl Algorithm {
-    /// Every algorithm, for error messages.
-    pub const ALL: [Algorithm; 4] = [
-        Algorithm::FixedWindow,
-        Algorithm::SlidingWindow,
-        Algorithm::SlidingLog,
-        Algorithm::TokenBucket,
-    ];
-
-    /// The name used in rule files.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::FixedWindow => "fixed_window",
-            Algorithm::SlidingWindow => "sliding_window",
-            Algorithm::SlidingLog => "sliding_log",
-            Algorithm::TokenBucket => "token_bucket",
-        }
-    }
-
-    /// Parses a rule file's `algorithm` (exact, lower case).
-    pub fn parse(s: &str) -> Option<Algorithm> {
-        Algorithm::ALL.into_iter().find(|a| a.name() == s)
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+/// Algorithms belong to the limiter; re-exported for the rule format.
+pub use crate::limiter::algorithm::Algorithm;
 
 /// One limit of a descriptor: `requests_per_unit` hits per `unit`, counted by `algorithm`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,24 @@ pub enum ServiceError {
     /// The counter store failed (Envoy then applies its `failure_mode_deny`).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A bug: parts of sluice disagreed (never caused by input).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<crate::request::InvalidRequest> for ServiceError {
+    fn from(e: crate::request::InvalidRequest) -> ServiceError {
+        ServiceError::InvalidArgument {
+            field: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<crate::limiter::plan::OutcomeMismatch> for ServiceError {
+    fn from(e: crate::limiter::plan::OutcomeMismatch) -> ServiceError {
+        ServiceError::Internal(e.to_string())
+    }
 }
 
 impl ServiceError {
@@ -34,6 +52,7 @@ impl ServiceError {
         match self {
             ServiceError::InvalidArgument { .. } => 400,
             ServiceError::Store(_) => 503,
+            ServiceError::Internal(_) => 500,
         }
     }
 }
@@ -43,6 +62,7 @@ impl From<ServiceError> for tonic::Status {
         match &e {
             ServiceError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
             ServiceError::Store(_) => tonic::Status::unavailable(e.to_string()),
+            ServiceError::Internal(_) => tonic::Status::internal(e.to_string()),
         }
     }
 }

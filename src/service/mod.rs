@@ -1,7 +1,7 @@
 //! The gRPC-facing layer: request validation, the decision flow, responses, error mapping.
 //!
 //! - [`rls`]: `ShouldRateLimit` ([`rls::RateLimiter`] is the engine every API calls).
-//! - [`validate`]: request checks → `INVALID_ARGUMENT` naming the field.
+
 //! - [`response`]: statuses, overall code, rate-limit headers.
 //! - [`stats`]: upstream's per-rule counters (`ratelimit_service_rate_limit_*`).
 //! - [`error`]: the single conversion of errors to `tonic::Status`.
@@ -10,4 +10,3 @@ pub mod error;
 pub mod response;
 pub mod rls;
 pub mod stats;
-pub mod validate;

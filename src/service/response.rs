@@ -1,8 +1,8 @@
-//! From a plan and its outcomes to the `RateLimitResponse`: statuses in request order, the
+//! From the decided descriptors to the `RateLimitResponse`: statuses in request order, the
 //! overall code (shadow and quota rules), and the optional rate-limit headers.
 
-use crate::limiter::plan::{LimitRef, Plan, Planned};
-use crate::limiter::{ceil_secs, Outcome};
+use crate::limiter::ceil_secs;
+use crate::limiter::plan::{Checked, Decided, LimitSpec};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     Code, DescriptorStatus, RateLimit,
@@ -63,26 +63,22 @@ impl Default for ResponseOptions {
 }
 
 /// A descriptor's answer plus what the headers need to know about it.
-struct Decided {
+struct Answer<'d, 'a> {
     status: DescriptorStatus,
-    /// The op (index into the plan) the status reports, if any limit applied.
-    binding: Option<usize>,
+    /// The check the status reports, if any limit applied.
+    binding: Option<&'d Checked<'a>>,
     /// Denied by a limit (before shadow mode rewrote the status).
     over: bool,
 }
 
-/// Builds the response for `plan` given one outcome per op.
-pub fn respond(plan: &Plan<'_>, outcomes: &[Outcome], opts: ResponseOptions) -> RateLimitResponse {
-    let decided: Vec<Decided> = plan
-        .descriptors
-        .iter()
-        .map(|d| decide(plan, d, outcomes))
-        .collect();
+/// Builds the response for the decided descriptors of one request.
+pub fn respond(decided: &[Decided<'_>], opts: ResponseOptions) -> RateLimitResponse {
+    let answers: Vec<Answer<'_, '_>> = decided.iter().map(answer).collect();
     let mut any_hard_over = false;
     let (mut quota_total, mut quota_over) = (0usize, 0usize);
-    for (d, planned) in decided.iter().zip(&plan.descriptors) {
-        let counted_over = d.over && !planned.shadow();
-        if planned.quota() {
+    for (a, d) in answers.iter().zip(decided) {
+        let counted_over = a.over && !d.shadow();
+        if d.quota() {
             quota_total += 1;
             quota_over += usize::from(counted_over);
         } else if counted_over {
@@ -92,13 +88,13 @@ pub fn respond(plan: &Plan<'_>, outcomes: &[Outcome], opts: ResponseOptions) -> 
     let over = any_hard_over || (quota_total > 0 && quota_over == quota_total);
     let mut headers = Vec::new();
     if opts.headers != HeaderMode::Off {
-        headers = rate_limit_headers(plan, &decided, outcomes, opts.headers);
+        headers = rate_limit_headers(decided, &answers, opts.headers);
         if over && !opts.shadow_mode {
-            let retry = decided
+            let retry = answers
                 .iter()
-                .zip(&plan.descriptors)
-                .filter(|(d, p)| d.over && !p.shadow())
-                .filter_map(|(d, _)| d.binding.map(|i| ceil_secs(outcomes[i].retry_after)))
+                .zip(decided)
+                .filter(|(a, d)| a.over && !d.shadow())
+                .filter_map(|(a, _)| a.binding.map(|c| ceil_secs(c.outcome.retry_after)))
                 .max()
                 .unwrap_or(1);
             headers.push(header("Retry-After", retry.max(1).to_string()));
@@ -111,47 +107,34 @@ pub fn respond(plan: &Plan<'_>, outcomes: &[Outcome], opts: ResponseOptions) -> 
     };
     RateLimitResponse {
         overall_code: overall as i32,
-        statuses: decided.into_iter().map(|d| d.status).collect(),
+        statuses: answers.into_iter().map(|a| a.status).collect(),
         response_headers_to_add: headers,
         ..Default::default()
     }
 }
 
-/// The op that speaks for a descriptor: the one nearest its limit (a denying op first, the
-/// longest wait first); `None` without limits.
-pub fn binding(planned: &Planned<'_>, outcomes: &[Outcome]) -> Option<usize> {
-    let Planned::Limited { ops, .. } = planned else {
-        return None;
-    };
-    ops.clone().min_by_key(|&i| {
-        let o = &outcomes[i];
-        (o.allowed, std::cmp::Reverse(o.retry_after), o.remaining)
-    })
-}
-
-/// The status of one descriptor: the op nearest its limit (a denying op first) speaks for it.
-fn decide(plan: &Plan<'_>, planned: &Planned<'_>, outcomes: &[Outcome]) -> Decided {
-    let binding = match planned {
-        Planned::NoLimit => return unlimited_status(0),
-        Planned::Unlimited => return unlimited_status(u32::MAX),
-        Planned::Limited { .. } => binding(planned, outcomes),
+/// The status of one descriptor: the check nearest its limit (a denying one first) speaks.
+fn answer<'d, 'a>(d: &'d Decided<'a>) -> Answer<'d, 'a> {
+    let binding = match d {
+        Decided::NoLimit => return unlimited_status(0),
+        Decided::Unlimited => return unlimited_status(u32::MAX),
+        Decided::Limited { .. } => d.binding(),
     };
     let Some(binding) = binding else {
         return unlimited_status(0);
     };
-    let o = &outcomes[binding];
-    let limit = plan.limits[binding];
+    let o = &binding.outcome;
     let over = !o.allowed;
-    let code = if over && !planned.shadow() {
+    let code = if over && !d.shadow() {
         Code::OverLimit
     } else {
         Code::Ok
     };
     let until = if over { o.retry_after } else { o.reset_after };
-    Decided {
+    Answer {
         status: DescriptorStatus {
             code: code as i32,
-            current_limit: Some(current_limit(&limit)),
+            current_limit: Some(current_limit(&binding.limit)),
             limit_remaining: o.remaining,
             duration_until_reset: Some(pb_duration(until)),
             quota: None,
@@ -161,8 +144,8 @@ fn decide(plan: &Plan<'_>, planned: &Planned<'_>, outcomes: &[Outcome]) -> Decid
     }
 }
 
-fn unlimited_status(remaining: u32) -> Decided {
-    Decided {
+fn unlimited_status<'d, 'a>(remaining: u32) -> Answer<'d, 'a> {
+    Answer {
         status: DescriptorStatus {
             code: Code::Ok as i32,
             limit_remaining: remaining,
@@ -173,11 +156,11 @@ fn unlimited_status(remaining: u32) -> Decided {
     }
 }
 
-fn current_limit(limit: &LimitRef<'_>) -> RateLimit {
+fn current_limit(limit: &LimitSpec<'_>) -> RateLimit {
     RateLimit {
-        name: limit.name().to_owned(),
-        requests_per_unit: limit.requests_per_unit(),
-        unit: limit.unit().to_proto() as i32,
+        name: limit.name.to_owned(),
+        requests_per_unit: limit.requests_per_unit,
+        unit: limit.unit.to_proto() as i32,
     }
 }
 
@@ -199,24 +182,23 @@ pub fn header(key: &str, value: String) -> HeaderValue {
 
 /// `RateLimit-Limit/-Remaining/-Reset` (upstream) and/or draft-10 `RateLimit-Policy`/`RateLimit`.
 fn rate_limit_headers(
-    plan: &Plan<'_>,
-    decided: &[Decided],
-    outcomes: &[Outcome],
+    decided: &[Decided<'_>],
+    answers: &[Answer<'_, '_>],
     mode: HeaderMode,
 ) -> Vec<HeaderValue> {
     let mut out = Vec::new();
     if matches!(mode, HeaderMode::Ratelimit | HeaderMode::All) {
         // Upstream: a (non-quota) OVER_LIMIT descriptor wins, else the smallest remaining.
-        let nearest = decided
+        let nearest = answers
             .iter()
-            .zip(&plan.descriptors)
-            .filter(|(d, _)| d.binding.is_some())
-            .min_by_key(|(d, p)| {
-                let hard_over = d.status.code == Code::OverLimit as i32 && !p.quota();
-                (!hard_over, d.status.limit_remaining)
+            .zip(decided)
+            .filter(|(a, _)| a.binding.is_some())
+            .min_by_key(|(a, d)| {
+                let hard_over = a.status.code == Code::OverLimit as i32 && !d.quota();
+                (!hard_over, a.status.limit_remaining)
             });
         if let Some((d, _)) = nearest {
-            if let (Some(limit), Some(i)) = (&d.status.current_limit, d.binding) {
+            if let (Some(limit), Some(c)) = (&d.status.current_limit, d.binding) {
                 out.push(header(
                     "RateLimit-Limit",
                     limit.requests_per_unit.to_string(),
@@ -227,27 +209,25 @@ fn rate_limit_headers(
                 ));
                 out.push(header(
                     "RateLimit-Reset",
-                    outcomes[i].reset_after.as_secs().max(1).to_string(),
+                    c.outcome.reset_after.as_secs().max(1).to_string(),
                 ));
             }
         }
     }
     if matches!(mode, HeaderMode::Draft10 | HeaderMode::All) {
         let (mut policy, mut state) = (String::new(), String::new());
-        for planned in &plan.descriptors {
-            let Planned::Limited { ops, node } = planned else {
-                continue;
-            };
-            for i in ops.clone() {
-                let limit = plan.limits[i];
-                let o = &outcomes[i];
-                let name = policy_name(limit.name(), node.map(|n| n.stats_key.as_str()), i);
+        let mut n = 0;
+        for d in decided {
+            for c in d.checks() {
+                let (limit, o) = (&c.limit, &c.outcome);
+                let name = policy_name(limit.name, d.rule().map(|r| r.stats_key), n);
+                n += 1;
                 let sep = if policy.is_empty() { "" } else { ", " };
                 let _ = write!(
                     policy,
                     "{sep}{name};q={};w={}",
-                    limit.requests_per_unit(),
-                    limit.unit().seconds()
+                    limit.requests_per_unit,
+                    limit.unit.seconds()
                 );
                 let t = if o.allowed {
                     o.reset_after

@@ -6,9 +6,9 @@
 //! unless the rule asks (`detailed_metric`), so cardinality is bounded by the rule files.
 //! Counter handles are cached per stats key: the hot path takes a read lock and a map lookup.
 
-use crate::limiter::plan::{Plan, Planned};
-use crate::limiter::Outcome;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use crate::keys::detailed_stats_key;
+use crate::limiter::plan::Decided;
+use crate::request::ValidRequest;
 use hashbrown::HashMap;
 use metrics::Counter;
 use parking_lot::RwLock;
@@ -47,6 +47,10 @@ impl RuleStats {
     }
 }
 
+/// Most per-rule series kept: `detailed_metric` puts runtime values into series names, so a
+/// client sending ever-new values could otherwise grow the registry without end.
+pub const MAX_STATS_KEYS: usize = 10_000;
+
 /// Per-rule counters, created on first use.
 pub struct Stats {
     /// Handles by stats key.
@@ -76,35 +80,25 @@ impl Stats {
     }
 
     /// Counts one answered request, as upstream's limiter does for every matched limit.
-    pub fn record(
-        &self,
-        plan: &Plan<'_>,
-        outcomes: &[Outcome],
-        descriptors: &[RateLimitDescriptor],
-    ) {
-        for (d, planned) in plan.descriptors.iter().enumerate() {
-            let Planned::Limited { ops, node } = planned else {
-                continue;
-            };
-            let Some(node) = node else {
+    pub fn record(&self, decided: &[Decided<'_>], request: &ValidRequest<'_>) {
+        for (d, descriptor) in decided.iter().zip(request.descriptors()) {
+            let Some(rule) = d.rule() else {
                 continue; // limit overrides: no rule, no per-rule stats (upstream's leak, #275)
             };
-            // Only detailed metrics build a key per request; others use the rule's own.
-            let detailed;
-            let key: &str = if node.detailed_metric {
-                detailed = detailed_key(&node.stats_key, &descriptors[d]);
-                &detailed
+            // Only detailed metrics build a key per request; others use the rule's own. Their
+            // series are capped: past the cap, runtime values fold into the rule's series.
+            let stats = if rule.detailed_metric {
+                let key = detailed_stats_key(rule.stats_key, descriptor.pairs());
+                self.detailed(&key, rule.stats_key)
             } else {
-                &node.stats_key
+                self.rule(rule.stats_key)
             };
-            let stats = self.rule(key);
-            for i in ops.clone() {
-                let op = &plan.ops[i];
+            for c in d.checks() {
+                let (op, o) = (&c.op, &c.outcome);
                 if op.refund {
                     continue;
                 }
-                let o = &outcomes[i];
-                let limit = u64::from(plan.limits[i].requests_per_unit());
+                let limit = u64::from(c.limit.requests_per_unit);
                 let near = (limit as f64 * self.near_ratio).floor() as u64;
                 let (hits, before) = (u64::from(op.hits), o.used_before);
                 let after = before + hits;
@@ -126,28 +120,25 @@ impl Stats {
                 if before < limit && after > limit {
                     stats.near_limit.increment(limit - near.max(before));
                 }
-                if node.shadow_mode {
+                if rule.shadow {
                     stats.shadow_mode.increment(over);
                 }
             }
         }
     }
-}
 
-/// `domain.k1_v1.k2_v2` with every runtime value (upstream's `detailed_metric`), sanitized.
-fn detailed_key(stats_key: &str, d: &RateLimitDescriptor) -> String {
-    let domain = stats_key.split('.').next().unwrap_or_default();
-    let mut key = domain.to_owned();
-    for e in &d.entries {
-        let (k, v) = (&e.key, &e.value);
-        key.push('.');
-        key.push_str(k);
-        key.push('_');
-        // As upstream sanitizes stat names (IPv4 dots, `:` and `|`); dots would also split labels.
-        key.extend(
-            v.chars()
-                .map(|c| if matches!(c, '.' | ':' | '|') { '_' } else { c }),
-        );
+    /// The series of a detailed key; the rule's own once [`MAX_STATS_KEYS`] series exist.
+    fn detailed(&self, key: &str, rule_key: &str) -> Arc<RuleStats> {
+        {
+            let rules = self.rules.read();
+            if let Some(s) = rules.get(key) {
+                return Arc::clone(s);
+            }
+            if rules.len() >= MAX_STATS_KEYS {
+                drop(rules);
+                return self.rule(rule_key);
+            }
+        }
+        self.rule(key)
     }
-    key
 }

@@ -1,0 +1,308 @@
+//! The decision engine behind every API — gRPC ShouldRateLimit, ext_authz, HTTP `/json` and the
+//! admin API's usage and reset. One request walks down the modules without climbing back:
+//! validate ([`crate::request`]) → resolve effective limits ([`crate::effective`]) → plan
+//! ([`crate::limiter::plan`]) → count ([`crate::store`]) → pair outcomes with their checks →
+//! answer ([`crate::service::response`]) and count stats ([`crate::service::stats`]).
+
+use crate::effective;
+use crate::limiter::plan::{Decided, LimitSource, Plan};
+use crate::limiter::unit::Unit;
+use crate::overrides::registry::Overrides;
+use crate::overrides::{OverrideSet, Target};
+use crate::request::{RequestBounds, ValidRequest};
+use crate::rules::Rules;
+use crate::service::error::ServiceError;
+use crate::service::response::{respond, HeaderMode, ResponseOptions};
+use crate::service::stats::Stats;
+use crate::store::Store;
+use arc_swap::ArcSwap;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Decides requests against the current rules, overrides and store.
+pub struct RateLimiter<S> {
+    /// The current rules; reload swaps the snapshot, in-flight requests keep theirs.
+    rules: Arc<ArcSwap<Rules>>,
+    /// Operators' runtime overrides (admin API), consulted after the rules.
+    overrides: Arc<Overrides>,
+    /// Where counters live.
+    store: Arc<S>,
+    /// Global shadow mode and headers.
+    options: ResponseOptions,
+    /// How big a request may be; checked before anything else looks at it.
+    bounds: RequestBounds,
+    /// Per-rule counters.
+    stats: Stats,
+    /// `sluice_request_duration_seconds`: the handle is cached (no registry lookup per call).
+    latency: metrics::Histogram,
+}
+
+/// A decided request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The answer.
+    pub response: RateLimitResponse,
+    /// Per descriptor: hits counted on the limit its status reports, including a denied
+    /// request's own (`None` without a limit); empty for plain ShouldRateLimit.
+    pub used: Vec<Option<u64>>,
+}
+
+/// One limit's state for a descriptor, as the admin API's usage read reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    /// `rate_limit.name`, or "".
+    pub name: String,
+    /// The limit in force (a runtime override's, if one applies).
+    pub requests_per_unit: u32,
+    /// Its unit.
+    pub unit: Unit,
+    /// Hits counted now.
+    pub used: u64,
+    /// Hits still available.
+    pub remaining: u32,
+    /// Until the counter is back to its full limit.
+    pub reset_after: Duration,
+    /// Whether a runtime override set this limit.
+    pub overridden: bool,
+    /// The figures come from the local fallback: the counter's Redis shard did not answer,
+    /// so they are this replica's share, not the shared count.
+    pub fallback: bool,
+}
+
+/// What applies to one descriptor, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DescriptorUsage {
+    /// No rule limits it (unknown domain, no match, whitelisted).
+    NoLimit,
+    /// `unlimited: true` (or an unlimited override).
+    Unlimited,
+    /// Its limits, in rule order.
+    Limited(Vec<Usage>),
+}
+
+impl<S: Store> RateLimiter<S> {
+    /// A limiter over `rules`, `overrides` and `store`, with the default request bounds.
+    pub fn new(
+        rules: Arc<ArcSwap<Rules>>,
+        overrides: Arc<Overrides>,
+        store: Arc<S>,
+        options: ResponseOptions,
+    ) -> Self {
+        RateLimiter {
+            rules,
+            overrides,
+            store,
+            options,
+            bounds: RequestBounds::default(),
+            stats: Stats::new(options.near_limit_ratio),
+            latency: metrics::histogram!("sluice_request_duration_seconds"),
+        }
+    }
+
+    /// Uses `bounds` for every request instead of the defaults.
+    pub fn with_bounds(mut self, bounds: RequestBounds) -> Self {
+        self.bounds = bounds;
+        self
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &Arc<ArcSwap<Rules>> {
+        &self.rules
+    }
+
+    /// The runtime overrides.
+    pub fn overrides(&self) -> &Arc<Overrides> {
+        &self.overrides
+    }
+
+    /// The counter store.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
+    }
+
+    /// The response options every answer uses.
+    pub fn options(&self) -> ResponseOptions {
+        self.options
+    }
+
+    /// The request bounds.
+    pub fn bounds(&self) -> RequestBounds {
+        self.bounds
+    }
+
+    /// Decides one request.
+    pub async fn should_rate_limit(
+        &self,
+        req: &RateLimitRequest,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<RateLimitResponse, ServiceError> {
+        self.run(req, deadline, self.options.headers, false)
+            .await
+            .map(|d| d.response)
+    }
+
+    /// Decides one request with the given rate-limit header mode, and reports, per
+    /// descriptor, the hits counted on the limit that speaks for it (ext_authz's messages).
+    pub async fn decide(
+        &self,
+        req: &RateLimitRequest,
+        deadline: Option<tokio::time::Instant>,
+        headers: HeaderMode,
+    ) -> Result<Decision, ServiceError> {
+        self.run(req, deadline, headers, true).await
+    }
+
+    /// The effective-limit inputs of one call: rules and overrides snapshots, and the time.
+    fn snapshots(&self) -> (Arc<Rules>, Arc<OverrideSet>, u64) {
+        let overrides = self.overrides.snapshot();
+        let now_ms = if overrides.is_empty() {
+            0
+        } else {
+            self.overrides.now_ms()
+        };
+        (self.rules.load_full(), overrides, now_ms)
+    }
+
+    /// Validate, resolve, plan, count, answer; `detail` fills [`Decision::used`].
+    async fn run(
+        &self,
+        req: &RateLimitRequest,
+        deadline: Option<tokio::time::Instant>,
+        headers: HeaderMode,
+        detail: bool,
+    ) -> Result<Decision, ServiceError> {
+        let started = Instant::now();
+        let request = ValidRequest::new(req, &self.bounds)?;
+        let (rules, overrides, now_ms) = self.snapshots();
+        let plan = Plan::build(
+            effective::resolve(&rules, &overrides, now_ms, &request),
+            &request,
+        );
+        let outcomes = if plan.is_empty() {
+            Vec::new()
+        } else {
+            self.store.apply(plan.ops(), deadline).await?
+        };
+        let decided = plan.zip(outcomes)?;
+        self.stats.record(&decided, &request);
+        let options = ResponseOptions {
+            headers,
+            ..self.options
+        };
+        let response = respond(&decided, options);
+        // Only ext_authz reads it: ShouldRateLimit skips the allocation.
+        let used = if detail {
+            decided.iter().map(used_by_binding).collect()
+        } else {
+            Vec::new()
+        };
+        self.latency.record(started.elapsed().as_secs_f64());
+        Ok(Decision { response, used })
+    }
+
+    /// The current usage of one descriptor's limits, without charging anything.
+    pub async fn usage(&self, target: &Target) -> Result<DescriptorUsage, ServiceError> {
+        let req = check_request(target)?;
+        let request = ValidRequest::new(&req, &self.bounds)?;
+        let (rules, overrides, _) = self.snapshots();
+        let now_ms = self.overrides.now_ms();
+        let plan = Plan::build(
+            effective::resolve(&rules, &overrides, now_ms, &request),
+            &request,
+        );
+        let outcomes = self.store.apply(plan.ops(), None).await?;
+        let decided = plan.zip(outcomes)?;
+        Ok(match decided.first() {
+            Some(Decided::Unlimited) => DescriptorUsage::Unlimited,
+            Some(d @ Decided::Limited { .. }) => DescriptorUsage::Limited(
+                d.checks()
+                    .iter()
+                    .map(|c| Usage {
+                        name: c.limit.name.to_owned(),
+                        requests_per_unit: c.limit.requests_per_unit,
+                        unit: c.limit.unit,
+                        used: c.outcome.used_after,
+                        remaining: c.outcome.remaining,
+                        reset_after: c.outcome.reset_after,
+                        overridden: c.limit.source == LimitSource::Runtime,
+                        fallback: c.outcome.fallback,
+                    })
+                    .collect(),
+            ),
+            _ => DescriptorUsage::NoLimit,
+        })
+    }
+
+    /// Deletes the counters of one descriptor's limits; how many limits were reset.
+    pub async fn reset(&self, target: &Target) -> Result<usize, ServiceError> {
+        let req = check_request(target)?;
+        let request = ValidRequest::new(&req, &self.bounds)?;
+        let rules = self.rules.load_full();
+        let overrides = self.overrides.snapshot();
+        let now_ms = self.overrides.now_ms();
+        // The counters with and without the overrides: an override may use its own counter
+        // (or none, when unlimited), and the rule's must start afresh too.
+        let with = Plan::build(
+            effective::resolve(&rules, &overrides, now_ms, &request),
+            &request,
+        );
+        let none = OverrideSet::default();
+        let without = Plan::build(
+            effective::resolve(&rules, &none, now_ms, &request),
+            &request,
+        );
+        let mut ops = with.ops().to_vec();
+        for op in without.ops() {
+            if !ops.iter().any(|o| o.key == op.key) {
+                ops.push(op.clone());
+            }
+        }
+        if !ops.is_empty() {
+            self.store.reset(&ops).await?;
+        }
+        Ok(ops.len())
+    }
+}
+
+/// Hits counted on the limit that speaks for a descriptor; for a denied request, what it
+/// would have made (some algorithms do not count denied hits, so `used_after` would read
+/// "10/10").
+fn used_by_binding(d: &Decided<'_>) -> Option<u64> {
+    d.binding().map(|c| {
+        let o = &c.outcome;
+        if o.allowed {
+            o.used_after
+        } else {
+            o.used_before + u64::from(c.op.hits)
+        }
+    })
+}
+
+/// The request a descriptor target stands for: one descriptor, hits 0 (a check).
+fn check_request(target: &Target) -> Result<RateLimitRequest, ServiceError> {
+    let Target::Descriptor { domain, entries } = target else {
+        return Err(ServiceError::invalid(
+            "rule",
+            "usage and reset need one descriptor: give domain + descriptor with every value",
+        ));
+    };
+    let descriptor = RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(key, value)| Entry {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect(),
+        hits_addend: Some(envoy_types::pb::google::protobuf::UInt64Value { value: 0 }),
+        ..Default::default()
+    };
+    Ok(RateLimitRequest {
+        domain: domain.clone(),
+        descriptors: vec![descriptor],
+        hits_addend: 0,
+    })
+}
