@@ -225,4 +225,39 @@ mod tests {
         let long_domain = "z".repeat(1_000);
         assert!(key(&long_domain, &[("k", "v")], slot(0)).starts_with("#h"));
     }
+
+    fn component() -> impl proptest::strategy::Strategy<Value = String> {
+        proptest::string::string_regex("[a-c_#%:{}2ob]{0,6}").expect("regex")
+    }
+
+    type Input = (String, Vec<(String, String)>, usize, bool, u8);
+
+    fn encode((domain, entries, index, own, algorithm): &Input) -> String {
+        let algorithm = Algorithm::ALL[usize::from(*algorithm) % 4];
+        CounterBase::with_entries(
+            domain,
+            entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
+        .counter(CounterSlot {
+            index: *index,
+            own_override: *own,
+            algorithm,
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, failure_persistence: None, ..Default::default() })]
+
+        /// Adversarial components built from the separator and marker alphabet: two different
+        /// counters never share a key.
+        #[test]
+        fn different_counters_never_share_a_key(
+            a in (component(), proptest::collection::vec((component(), component()), 1..4), 0usize..3, proptest::bool::ANY, 0u8..4),
+            b in (component(), proptest::collection::vec((component(), component()), 1..4), 0usize..3, proptest::bool::ANY, 0u8..4),
+        ) {
+            let (ka, kb) = (encode(&a), encode(&b));
+            let same_input = a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3 && a.4 % 4 == b.4 % 4;
+            proptest::prop_assert_eq!(ka == kb, same_input, "{} vs {}", ka, kb);
+        }
+    }
 }

@@ -231,6 +231,3 @@ fn check_len(
     }
     Ok(())
 }
-
-#[cfg(test)]
-mod tests;
