@@ -2,8 +2,19 @@
 //!
 //! Keys are spread over 64 shards, each a mutex-guarded hash table; an op holds its shard's
 //! lock only while the algorithm runs (never across an `.await`), so concurrent requests for
-//! one key are serialised and none is over-admitted. Expired counters are swept periodically
-//! and when a shard is full; a cap bounds the number of live counters.
+//! one key are serialised and none is over-admitted.
+//!
+//! Bounded in keys and bytes: a cap bounds live counters, and every key is at most
+//! [`crate::keys::MAX_KEY_BYTES`] long (long descriptor values are hashed into the key), so a
+//! counter costs at most about 300 bytes whatever the request (a `sliding_log` counter adds 16
+//! bytes per admitted hit in its window: a rule's choice, not a client's).
+//!
+//! Eviction never scans a shard: each shard keeps a min-heap of expiry times beside its
+//! table. When a full shard needs room, at most [`EVICT_BUDGET`] heap entries are examined
+//! (expired counters dropped; a counter whose window was extended is re-queued at its new
+//! expiry); if none has expired, the new counter is not stored (counted in
+//! `sluice_memory_store_full_total`) and the request is decided on a fresh state. The sweeper
+//! drains expired entries from the heaps in small batches, so it never holds a lock long.
 
 use crate::clock::Clock;
 use crate::limiter::fixed_window::FixedWindow;
@@ -16,6 +27,8 @@ use crate::store::{Store, StoreError};
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::DefaultHashBuilder;
 use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +36,58 @@ use std::time::Duration;
 
 /// Number of shards (a power of two); enough that two cores rarely contend.
 const SHARDS: usize = 64;
+
+/// Most expiry-heap entries a new counter may examine to make room in a full shard.
+pub const EVICT_BUDGET: usize = 8;
+
+/// Most expired counters the sweeper drops per lock acquisition.
+const SWEEP_BATCH: usize = 1024;
+
+/// One shard: the counters and when each expires.
+#[derive(Default)]
+struct Shard {
+    /// The counters, by key hash.
+    table: HashTable<Slot>,
+    /// `(expires_ms, key hash)` of every counter, earliest first. Entries go stale when a
+    /// counter's window is extended (re-queued when popped) or it is removed (dropped when
+    /// popped), so each live counter has at least one entry and stale ones are bounded by
+    /// the inserts since.
+    expiries: BinaryHeap<Reverse<(u64, u64)>>,
+}
+
+impl Shard {
+    /// Examines at most `budget` earliest expiries; drops the counters expired by `now_ms`.
+    /// Returns how many counters were dropped and how many entries were examined.
+    fn evict(&mut self, now_ms: u64, budget: usize) -> (usize, usize) {
+        let (mut dropped, mut examined) = (0, 0);
+        while examined < budget {
+            let Some(&Reverse((at, hash))) = self.expiries.peek() else {
+                break;
+            };
+            if at > now_ms {
+                break;
+            }
+            examined += 1;
+            self.expiries.pop();
+            match self
+                .table
+                .find_entry(hash, |s| s.hash == hash && s.expires_ms <= now_ms)
+            {
+                Ok(entry) => {
+                    entry.remove();
+                    dropped += 1;
+                }
+                Err(_) => {
+                    // Extended since queued (or removed): re-queue a live one at its expiry.
+                    if let Some(slot) = self.table.find(hash, |s| s.hash == hash) {
+                        self.expiries.push(Reverse((slot.expires_ms, hash)));
+                    }
+                }
+            }
+        }
+        (dropped, examined)
+    }
+}
 
 /// One counter's state, by algorithm.
 #[derive(Debug, Clone)]
@@ -73,6 +138,9 @@ impl State {
 struct Slot {
     /// The op's key; boxed to keep the slot small.
     key: Box<str>,
+    /// The key's hash: the expiry heap names counters by it (hashbrown's own lookups compare
+    /// only a few bits of it, so eviction checks the whole hash).
+    hash: u64,
     /// When the state stops mattering (ms since the epoch); the sweeper drops it after.
     expires_ms: u64,
     /// The algorithm's state.
@@ -81,8 +149,8 @@ struct Slot {
 
 /// Counters held in this process.
 pub struct MemoryStore {
-    /// Mutex-guarded tables; a key lives in shard `(hash >> 32) % SHARDS`.
-    shards: Box<[Mutex<HashTable<Slot>>]>,
+    /// Mutex-guarded shards; a key lives in shard `(hash >> 32) % SHARDS`.
+    shards: Box<[Mutex<Shard>]>,
     /// Randomly seeded hasher (keys come from requests: no predictable collisions).
     hasher: DefaultHashBuilder,
     /// Where time comes from (injectable for exact tests).
@@ -93,18 +161,21 @@ pub struct MemoryStore {
     live: AtomicUsize,
     /// All-or-nothing admission: when any op of a request is denied, charge none of them.
     atomic: bool,
+    /// Expiry-heap entries examined to make room, for tests proving the work is bounded.
+    examined: AtomicUsize,
 }
 
 impl MemoryStore {
     /// A store with room for about `max_keys` live counters.
     pub fn new(clock: Arc<dyn Clock>, max_keys: usize) -> MemoryStore {
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             hasher: DefaultHashBuilder::default(),
             clock,
             shard_cap: max_keys.div_ceil(SHARDS).max(1),
             live: AtomicUsize::new(0),
             atomic: false,
+            examined: AtomicUsize::new(0),
         }
     }
 
@@ -146,13 +217,13 @@ impl MemoryStore {
         order.sort_unstable();
         order.dedup();
         let mut guards: Vec<_> = order.iter().map(|&i| (i, self.shards[i].lock())).collect();
-        let original = |guards: &[(usize, parking_lot::MutexGuard<'_, HashTable<Slot>>)],
-                        i: usize| {
-            let (_, table) = guards
+        let original = |guards: &[(usize, parking_lot::MutexGuard<'_, Shard>)], i: usize| {
+            let (_, shard) = guards
                 .iter()
                 .find(|(s, _)| *s == shard_index(hashes[i]))
                 .expect("every touched shard is locked");
-            table
+            shard
+                .table
                 .find(hashes[i], |s| *s.key == *ops[i].key)
                 .map(|s| s.state.clone())
                 .unwrap_or_else(|| State::new(ops[i].algorithm))
@@ -205,25 +276,25 @@ impl MemoryStore {
     /// Writes a decided state back (inserting it if new and worth keeping).
     fn store_state(
         &self,
-        table: &mut HashTable<Slot>,
+        shard: &mut Shard,
         hash: u64,
         op: &Op,
         state: State,
         expires_ms: u64,
         now: Duration,
     ) {
-        if let Some(slot) = table.find_mut(hash, |s| *s.key == *op.key) {
+        if let Some(slot) = shard.table.find_mut(hash, |s| *s.key == *op.key) {
             slot.state = state;
             slot.expires_ms = expires_ms;
             return;
         }
-        self.insert_new(table, hash, op, state, expires_ms, now);
+        self.insert_new(shard, hash, op, state, expires_ms, now);
     }
 
     /// Inserts a counter known to be absent, if worth keeping and there is room.
     fn insert_new(
         &self,
-        table: &mut HashTable<Slot>,
+        shard: &mut Shard,
         hash: u64,
         op: &Op,
         state: State,
@@ -231,43 +302,46 @@ impl MemoryStore {
         now: Duration,
     ) {
         // A check or a refund of an absent counter leaves nothing worth keeping.
-        if op.hits == 0 || op.refund || !self.make_room(table, now) {
+        if op.hits == 0 || op.refund || !self.make_room(shard, now) {
             return;
         }
         let slot = Slot {
             key: op.key.as_str().into(),
+            hash,
             expires_ms,
             state,
         };
-        table.insert_unique(hash, slot, |s| self.hasher.hash_one(&*s.key));
+        shard.table.insert_unique(hash, slot, |s| s.hash);
+        shard.expiries.push(Reverse((expires_ms, hash)));
         self.live.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Whether a shard has room for one more counter, sweeping it first when full.
-    fn make_room(&self, table: &mut HashTable<Slot>, now: Duration) -> bool {
-        if table.len() < self.shard_cap {
+    /// Whether a shard has room for one more counter, evicting expired ones first when full
+    /// (at most [`EVICT_BUDGET`] heap entries examined: constant work per insert).
+    fn make_room(&self, shard: &mut Shard, now: Duration) -> bool {
+        if shard.table.len() < self.shard_cap {
             return true;
         }
-        let before = table.len();
-        let now_ms = millis(now);
-        table.retain(|s| s.expires_ms > now_ms);
-        self.live.fetch_sub(before - table.len(), Ordering::Relaxed);
-        if table.len() < self.shard_cap {
+        let (dropped, examined) = shard.evict(millis(now), EVICT_BUDGET);
+        self.live.fetch_sub(dropped, Ordering::Relaxed);
+        self.examined.fetch_add(examined, Ordering::Relaxed);
+        if shard.table.len() < self.shard_cap {
             return true;
         }
         metrics::counter!("sluice_memory_store_full_total").increment(1);
         false
     }
 
+    /// Expiry-heap entries examined so far to make room for new counters (tests: the work
+    /// per insert into a full store stays bounded).
+    pub fn eviction_work(&self) -> usize {
+        self.examined.load(Ordering::Relaxed)
+    }
+
     fn apply_one(&self, now: Duration, op: &Op) -> Outcome {
         let hash = self.hasher.hash_one(op.key.as_str());
-        let shard = &self.shards[shard_index(hash)];
-        let mut table = shard.lock();
-        let entry = table.entry(
-            hash,
-            |s| *s.key == *op.key,
-            |s| self.hasher.hash_one(&*s.key),
-        );
+        let mut shard = self.shards[shard_index(hash)].lock();
+        let entry = shard.table.entry(hash, |s| *s.key == *op.key, |s| s.hash);
         match entry {
             Entry::Occupied(mut e) => {
                 let slot = e.get_mut();
@@ -279,7 +353,7 @@ impl MemoryStore {
                 let mut state = State::new(op.algorithm);
                 let (outcome, expires_ms) = state.decide(now, op);
                 // Known absent: no second lookup.
-                self.insert_new(&mut table, hash, op, state, expires_ms, now);
+                self.insert_new(&mut shard, hash, op, state, expires_ms, now);
                 outcome
             }
         }
@@ -290,8 +364,8 @@ impl MemoryStore {
         let mut removed = 0;
         for op in ops {
             let hash = self.hasher.hash_one(op.key.as_str());
-            let mut table = self.shards[shard_index(hash)].lock();
-            if let Ok(entry) = table.find_entry(hash, |s| *s.key == *op.key) {
+            let mut shard = self.shards[shard_index(hash)].lock();
+            if let Ok(entry) = shard.table.find_entry(hash, |s| *s.key == *op.key) {
                 entry.remove();
                 removed += 1;
             }
@@ -300,20 +374,36 @@ impl MemoryStore {
         removed
     }
 
-    /// Drops every counter whose window has passed; returns how many.
+    /// Whether a counter with this key is held (tests).
+    pub fn contains(&self, key: &str) -> bool {
+        let hash = self.hasher.hash_one(key);
+        let shard = self.shards[shard_index(hash)].lock();
+        shard.table.find(hash, |s| *s.key == *key).is_some()
+    }
+
+    /// Drops every counter whose window has passed; returns how many. Works through each
+    /// shard's expiry heap in batches of [`SWEEP_BATCH`], releasing the lock in between.
     pub fn sweep(&self) -> usize {
         let now_ms = millis(self.clock.now());
         let mut dropped = 0;
         for shard in self.shards.iter() {
-            let mut table = shard.lock();
-            let before = table.len();
-            table.retain(|s| s.expires_ms > now_ms);
-            if table.capacity() > 4 * table.len().max(16) {
-                table.shrink_to_fit(|s| self.hasher.hash_one(&*s.key));
+            loop {
+                let mut s = shard.lock();
+                let (d, examined) = s.evict(now_ms, SWEEP_BATCH);
+                dropped += d;
+                self.live.fetch_sub(d, Ordering::Relaxed);
+                if examined < SWEEP_BATCH {
+                    // Stale heap entries of removed counters are bounded by the removals;
+                    // a table that shrank a lot gives its memory back.
+                    let len = s.table.len();
+                    if s.table.capacity() > 4 * len.max(16) {
+                        s.table.shrink_to_fit(|slot| slot.hash);
+                        s.expiries.shrink_to_fit();
+                    }
+                    break;
+                }
             }
-            dropped += before - table.len();
         }
-        self.live.fetch_sub(dropped, Ordering::Relaxed);
         metrics::gauge!("sluice_memory_store_keys").set(self.len() as f64);
         dropped
     }
@@ -434,5 +524,50 @@ mod tests {
         let mut tb = op("a", 1, 60, 1);
         tb.algorithm = Algorithm::TokenBucket;
         assert!(s.apply_now(&[tb])[0].allowed);
+    }
+
+    #[test]
+    fn a_full_store_admits_new_keys_with_bounded_work() {
+        let (clock, s) = store(SHARDS * 100);
+        for i in 0..SHARDS * 200 {
+            s.apply_now(&[op(&format!("live{i}"), 5, 3600, 1)]);
+        }
+        let full = s.len();
+        assert!(full <= SHARDS * 100);
+        // Every shard is full of live counters: a new key looks at the earliest expiry only.
+        for i in 0..10_000 {
+            let out = s.apply_now(&[op(&format!("new{i}"), 5, 3600, 1)]);
+            assert!(out[0].allowed, "decided on a fresh state");
+        }
+        assert_eq!(s.eviction_work(), 0, "nothing expired: no entry examined");
+        assert_eq!(s.len(), full);
+        // Windows pass: each new key evicts at most EVICT_BUDGET expired counters.
+        clock.advance(Duration::from_secs(3601));
+        for i in 0..1_000 {
+            s.apply_now(&[op(&format!("later{i}"), 5, 60, 1)]);
+        }
+        assert!(s.eviction_work() <= 1_000 * EVICT_BUDGET);
+        assert!(s.len() <= SHARDS * 100);
+        assert!(
+            (0..1_000).all(|i| s.contains(&format!("later{i}"))),
+            "expired counters made room"
+        );
+    }
+
+    #[test]
+    fn extended_windows_are_requeued_not_evicted() {
+        let (clock, s) = store(SHARDS); // one key per shard
+        let mut sliding = op("kept", 5, 10, 1);
+        sliding.algorithm = Algorithm::SlidingWindow;
+        s.apply_now(std::slice::from_ref(&sliding));
+        // Used again later: its expiry moves past the first queued one.
+        clock.advance(Duration::from_secs(15));
+        s.apply_now(std::slice::from_ref(&sliding));
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(s.sweep(), 0, "still live: re-queued at its new expiry");
+        assert!(s.contains("kept"));
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(s.sweep(), 1);
+        assert!(s.is_empty());
     }
 }
