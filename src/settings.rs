@@ -236,6 +236,9 @@ struct ServeArgs {
     /// Cap on live in-memory counters [env: SLUICE_MEMORY_MAX_KEYS]
     #[arg(long)]
     memory_max_keys: Option<u64>,
+    /// How often expired in-memory counters are reclaimed, s [env: SLUICE_MEMORY_SWEEP_SECS] [default: 5]
+    #[arg(long)]
+    memory_sweep_secs: Option<u64>,
     /// Delay between NOT_SERVING and closing on SIGTERM, ms [env: SLUICE_SHUTDOWN_DELAY_MS]
     #[arg(long)]
     shutdown_delay_ms: Option<u64>,
@@ -442,6 +445,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         ),
         ("shadow_mode", args.shadow_mode.map(Into::into)),
         ("memory_max_keys", args.memory_max_keys.map(Into::into)),
+        ("memory_sweep_secs", args.memory_sweep_secs.map(Into::into)),
         ("shutdown_delay_ms", args.shutdown_delay_ms.map(Into::into)),
         ("log_level", args.log_level.clone().map(Into::into)),
         ("log_format", args.log_format.clone().map(Into::into)),
