@@ -14,7 +14,7 @@ use crate::store::fallback::BreakerConfig;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{FallbackConfig, RedisConfig, RedisStore};
 use crate::store::redis_conn::Topology;
-use crate::store::Store;
+use crate::store::{Storage, Store};
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
@@ -180,7 +180,7 @@ impl Server {
     }
 
     /// Runs every part (admin port, rule reload, override sync, gRPC) over `store`.
-    async fn run_with<S: Store>(
+    async fn run_with<S: Storage>(
         self,
         store: Arc<S>,
         shutdown: impl Future<Output = ()> + Send + 'static,

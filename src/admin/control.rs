@@ -10,7 +10,7 @@ use crate::overrides::registry::OverrideError;
 use crate::overrides::{Override, OverrideLimit, Target};
 use crate::service::error::ServiceError;
 use crate::service::rls::DescriptorUsage;
-use crate::store::Store;
+use crate::store::{Storage, Store};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -69,7 +69,7 @@ pub async fn list<S: Store>(State(st): Admin<S>, headers: HeaderMap) -> Response
 }
 
 /// `POST /admin/overrides`: sets (or replaces) the override of a target.
-pub async fn set<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn set<S: Storage>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(denied) = st.auth.check(&headers, true) {
         return denied.into_response();
     }
@@ -91,7 +91,7 @@ pub async fn set<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes)
 }
 
 /// `DELETE /admin/overrides`: removes the override of a target.
-pub async fn clear<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn clear<S: Storage>(State(st): Admin<S>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(denied) = st.auth.check(&headers, true) {
         return denied.into_response();
     }

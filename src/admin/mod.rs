@@ -15,7 +15,7 @@ pub mod json;
 
 use crate::secret::constant_time_eq;
 use crate::service::rls::RateLimiter;
-use crate::store::Store;
+use crate::store::Storage;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -203,7 +203,7 @@ pub struct AdminState<S> {
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes.
-pub async fn serve<S: Store>(
+pub async fn serve<S: Storage>(
     listener: TcpListener,
     state: AdminState<S>,
     shutdown: impl Future<Output = ()> + Send + 'static,

@@ -13,7 +13,7 @@ use crate::overrides::doc::{self, DocError};
 use crate::overrides::{Override, OverrideSet, Target};
 use crate::rules::model::Policy;
 use crate::rules::Rules;
-use crate::store::{Store, StoreError};
+use crate::store::{OverrideMedium, StoreError};
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -77,7 +77,7 @@ impl Overrides {
     }
 
     /// Checks `o` against the loaded rules, stores it (shared stores first) and applies it.
-    pub async fn set<S: Store>(
+    pub async fn set<S: OverrideMedium>(
         &self,
         store: &S,
         rules: &Rules,
@@ -97,7 +97,11 @@ impl Overrides {
     }
 
     /// Removes the override of `target`; whether there was an active one.
-    pub async fn clear<S: Store>(&self, store: &S, target: &Target) -> Result<bool, OverrideError> {
+    pub async fn clear<S: OverrideMedium>(
+        &self,
+        store: &S,
+        target: &Target,
+    ) -> Result<bool, OverrideError> {
         let now = self.now_ms();
         let existed = self
             .snapshot()
@@ -125,7 +129,7 @@ impl Overrides {
     }
 
     /// One poll: re-reads the shared overrides (or, for a private store, drops expired ones).
-    pub async fn sync<S: Store>(&self, store: &S) -> Result<(), StoreError> {
+    pub async fn sync<S: OverrideMedium>(&self, store: &S) -> Result<(), StoreError> {
         let writes = self.writes.load(Ordering::SeqCst);
         let now = self.now_ms();
         let Some(docs) = store.overrides_load().await? else {
@@ -166,7 +170,7 @@ impl Overrides {
     }
 
     /// Polls every `every` until the returned task is aborted.
-    pub fn spawn_sync<S: Store>(
+    pub fn spawn_sync<S: OverrideMedium>(
         self: &Arc<Self>,
         store: Arc<S>,
         every: Duration,

@@ -23,7 +23,7 @@ use crate::limiter::sliding_window::SlidingWindow;
 use crate::limiter::token_bucket::TokenBucket;
 use crate::limiter::{Op, Outcome};
 use crate::rules::model::Algorithm;
-use crate::store::{Store, StoreError};
+use crate::store::{OverrideMedium, Store, StoreError};
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::DefaultHashBuilder;
 use parking_lot::Mutex;
@@ -421,6 +421,9 @@ impl MemoryStore {
         })
     }
 }
+
+/// In-process only: runtime overrides are not shared (one replica, or each its own).
+impl OverrideMedium for MemoryStore {}
 
 impl Store for MemoryStore {
     async fn apply(

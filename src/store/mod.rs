@@ -22,7 +22,7 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Where counters live.
+/// Where counters live: the limiter's side of a store.
 pub trait Store: Send + Sync + 'static {
     /// Runs `ops` (one request's counters) and returns one outcome per op, in order; a
     /// networked store answers by `deadline` (the caller's `grpc-timeout`) if there is one.
@@ -40,9 +40,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes the counters of `ops`, so their limits start afresh (the admin API's reset).
     fn reset(&self, ops: &[Op]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
+/// Where runtime overrides are shared between replicas: the overrides' side of a store.
+/// A store private to the process shares nothing (overrides then live only in memory).
+pub trait OverrideMedium: Send + Sync + 'static {
     /// The runtime overrides shared by every replica, as `(id, document)` pairs; `None` when
-    /// this store is private to the process (overrides then live only in memory).
+    /// this store is private to the process.
     fn overrides_load(
         &self,
     ) -> impl Future<Output = Result<Option<Vec<(String, String)>>, StoreError>> + Send {
@@ -68,3 +72,9 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(()) }
     }
 }
+
+/// A whole backend: counters and the overrides' medium (what the server and the admin API
+/// are generic over).
+pub trait Storage: Store + OverrideMedium {}
+
+impl<T: Store + OverrideMedium> Storage for T {}

@@ -14,7 +14,7 @@ use crate::store::fallback::{local_share, Breaker, BreakerConfig, FailurePolicy,
 use crate::store::memory::MemoryStore;
 use crate::store::redis_conn::{self, Conn, Topology};
 use crate::store::ring::ShardRing;
-use crate::store::{Store, StoreError};
+use crate::store::{OverrideMedium, Store, StoreError};
 use redis::cluster_routing::Slot;
 use std::sync::Arc;
 use std::time::Duration;
@@ -442,7 +442,9 @@ impl Store for RedisStore {
         }
         Ok(())
     }
+}
 
+impl OverrideMedium for RedisStore {
     async fn overrides_load(&self) -> Result<Option<Vec<(String, String)>>, StoreError> {
         let (_, key) = self.overrides_home();
         let value = self.admin_command(redis::cmd("HGETALL").arg(&key)).await?;
