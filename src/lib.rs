@@ -3,21 +3,27 @@
 //! It answers `envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit` with the rule
 //! format and decisions of envoyproxy/ratelimit, counting in memory or in Redis.
 //!
-//! One request, top to bottom:
+//! One request, top to bottom — each layer calls only the ones below it:
 //!
 //! - [`server`]: the tonic server (ShouldRateLimit, health, reflection, graceful shutdown).
 //! - [`admin`]: the HTTP port (`/healthcheck`, `/rlconfig`, `/metrics`, `/json`) and the
 //!   authenticated admin API (runtime overrides, usage, reset).
-//! - [`service`]: validates the request ([`service::validate`]), runs the decision flow
-//!   ([`service::rls`]) and shapes the answer ([`service::response`]); the only place where
-//!   errors become `tonic::Status` is [`service::error`].
+//! - [`service`]: the gRPC adapter ([`service::rls`]), the answer ([`service::response`]),
+//!   upstream's per-rule stats ([`service::stats`]); the only place where errors become
+//!   `tonic::Status` is [`service::error`].
 //! - [`authz`]: ext_authz Check: API key → identity → the same limits, in one hop.
+//! - [`engine`]: the decision engine every API calls: validate → resolve → plan → count →
+//!   answer.
+//! - [`request`]: the validated request: every bound checked once, at the boundary.
+//! - [`effective`]: each descriptor's effective limits — rules, request overrides, `replaces`,
+//!   runtime overrides — resolved in one place into plain data.
 //! - [`rules`]: rule files → validated tree → lookup of each descriptor.
-//! - [`limiter`]: the [`limiter::plan::Plan`] of counters a request needs, and the pure
-//!   algorithms (fixed window, sliding window, sliding log, token bucket).
-//! - [`overrides`]: operators' temporary limits, consulted by the plan after the rules, shared
-//!   between replicas through Redis.
-//! - [`store`]: where counters live; [`store::memory`] is the embedded default.
+//! - [`overrides`]: operators' temporary limits, shared between replicas through Redis.
+//! - [`limiter`]: the [`limiter::plan::Plan`] of ops a request needs (zipped with the store's
+//!   outcomes by type), algorithms and units, and the pure algorithms.
+//! - [`keys`]: every counter key, escaped so no value can forge another's, bounded in length.
+//! - [`store`]: where counters live ([`store::Store`]) and where overrides are shared
+//!   ([`store::OverrideMedium`]); [`store::memory`] is the embedded default.
 //! - [`clock`]: injectable time; [`secret`]: constant-time comparison of secrets.
 //! - [`settings`]: flags, `SLUICE_*` environment and settings file, validated once.
 //! - [`telemetry`]: logs, spans, optional OTLP export.
