@@ -382,7 +382,7 @@ impl MemoryStore {
     }
 
     /// Drops every counter whose window has passed; returns how many. Works through each
-    /// shard's expiry heap in batches of [`SWEEP_BATCH`], releasing the lock in between.
+    /// shard's expiry heap in batches of `SWEEP_BATCH`, releasing the lock in between.
     pub fn sweep(&self) -> usize {
         let now_ms = millis(self.clock.now());
         let mut dropped = 0;
