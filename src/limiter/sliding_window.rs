@@ -102,11 +102,10 @@ impl SlidingWindow {
         if hits > limit {
             return to_next + p;
         }
-        let e_needed = if self.cur == 0 {
-            0
-        } else {
-            let keep = (limit - hits) * S / self.cur;
-            (S - S.min(keep)) * period
+        // No current hits: the next window starts empty.
+        let e_needed = match ((limit - hits) * S).checked_div(self.cur) {
+            Some(keep) => (S - S.min(keep)) * period,
+            None => 0,
         };
         to_next + e_needed
     }
@@ -162,6 +161,37 @@ mod tests {
                 .allowed
         );
         assert!(s.decide(Duration::from_secs(11), &op(10, 10, 1)).allowed);
+    }
+
+    #[test]
+    fn the_previous_window_weighs_in_millionths_of_the_period() {
+        // A minute: steps of 60 µs. 7 hits last minute, limit 7: one more fits once the old
+        // ones weigh ≤ 6/7, i.e. after ceil(10⁶ / 7) = 142858 steps (8.57148 s), not before.
+        let mut s = SlidingWindow::default();
+        assert!(s.decide(Duration::from_secs(60), &op(7, 60, 7)).allowed);
+        let o = s.decide(Duration::from_micros(128_571_479), &op(7, 60, 1));
+        assert!(!o.allowed);
+        assert_eq!(o.retry_after, Duration::from_micros(1));
+        assert!(
+            s.decide(Duration::from_micros(128_571_480), &op(7, 60, 1))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn largest_counts_stay_exact() {
+        let mut s = SlidingWindow::default();
+        let year = 31_536_000;
+        assert!(
+            s.decide(Duration::ZERO, &op(u32::MAX, year, u32::MAX))
+                .allowed
+        );
+        // The last microsecond of the next window: the old hits weigh one millionth.
+        let o = s.decide(
+            Duration::from_secs(2 * year) - Duration::from_micros(1),
+            &op(u32::MAX, year, 0),
+        );
+        assert_eq!((o.used_before, o.remaining), (4_295, 4_294_963_000));
     }
 
     #[test]

@@ -163,6 +163,26 @@ mod tests {
     }
 
     #[test]
+    fn a_bucket_holds_at_most_the_time_cap() {
+        // One token a year: T × burst would be 1.35·10²³ µs; the bucket holds 2⁵⁰ µs (35
+        // tokens), and a wait beyond the cap is reported as the cap.
+        let year = 31_536_000;
+        let mut s = TokenBucket::default();
+        let t0 = Duration::from_secs(100);
+        let o = s.decide(t0, &op(1, year, u32::MAX, 35));
+        assert!(o.allowed);
+        assert_eq!((o.remaining, o.used_after), (0, 35));
+        let o = s.decide(t0, &op(1, year, u32::MAX, 1));
+        assert!(!o.allowed);
+        assert_eq!(
+            o.retry_after,
+            Duration::from_micros(35 * year * 1_000_000 + year * 1_000_000 - TIME_CAP_US)
+        );
+        let o = s.decide(t0, &op(1, year, u32::MAX, u32::MAX));
+        assert_eq!(o.retry_after, Duration::from_micros(TIME_CAP_US));
+    }
+
+    #[test]
     fn zero_rate_denies() {
         let mut s = TokenBucket::default();
         assert!(!s.decide(Duration::from_secs(1), &op(0, 1, 0, 1)).allowed);
