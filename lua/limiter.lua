@@ -67,8 +67,11 @@ local function count(v, cap)
   return min(max(0, floor(x)), cap)
 end
 
-local function key_type(key)
-  return redis.call('TYPE', key)['ok']
+-- A read that tolerates a key of another type (WRONGTYPE): returns nil, true then.
+local function read(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then return nil, true end
+  return r, false
 end
 
 -- Keeps a key for `us` more microseconds (at least 1 ms).
@@ -87,10 +90,9 @@ end
 local function fixed_load(op)
   local window = fixed_window_of(op)
   local k = op.key .. '_' .. int(window)
-  local v = nil
-  if key_type(k) == 'string' then v = redis.call('GET', k) end
+  local v = read('GET', k)
   return { algo = 1, key = op.key, window = window, count = count(v, COUNTER_CAP),
-           exists = v ~= nil and tonumber(v) ~= nil, period = op.period }
+           exists = tonumber(v) ~= nil, period = op.period }
 end
 
 local function fixed_decide(st, op)
@@ -129,11 +131,11 @@ end
 
 local function sliding_load(op)
   local w, prev, cur = 0, 0, 0
-  if key_type(op.key) == 'hash' then
-    local h = redis.call('HMGET', op.key, 'w', 'p', 'c')
+  local h, foreign = read('HMGET', op.key, 'w', 'p', 'c')
+  if h then
     w, prev, cur = count(h[1], NOW_CAP), count(h[2], MAX_COUNT), count(h[3], MAX_COUNT)
   end
-  return { algo = 2, key = op.key, window = w, prev = prev, cur = cur }
+  return { algo = 2, key = op.key, window = w, prev = prev, cur = cur, foreign = foreign }
 end
 
 local function sliding_decide(st, op)
@@ -181,8 +183,7 @@ local function sliding_decide(st, op)
 end
 
 local function sliding_store(st)
-  local t = key_type(st.key)
-  if t ~= 'none' and t ~= 'hash' then redis.call('DEL', st.key) end
+  if st.foreign then redis.call('DEL', st.key) end
   redis.call('HSET', st.key, 'w', int(st.window), 'p', int(st.prev), 'c', int(st.cur))
   expire_in(st.key, (st.window + 2) * st.p - now)
 end
@@ -193,15 +194,20 @@ end
 
 local function log_load(op)
   local st = { algo = 3, key = op.key, e = {}, head = 1, total = 0, gone = {}, maxseq = 0 }
-  if key_type(op.key) ~= 'zset' then return st end
-  local raw = redis.call('ZRANGE', op.key, 0, -1, 'WITHSCORES')
+  local raw, foreign = read('ZRANGE', op.key, 0, -1, 'WITHSCORES')
+  st.foreign = foreign
+  if not raw then return st end
+  local e, total, maxseq, match = st.e, 0, 0, string.match
   for i = 1, #raw, 2 do
     local m = raw[i]
-    local n = count(string.match(m, ':(%d+)$'), MAX_COUNT)
-    st.e[#st.e + 1] = { m = m, at = count(raw[i + 1], NOW_CAP), n = n }
-    st.total = st.total + n
-    st.maxseq = max(st.maxseq, count(string.match(m, '^%d+:(%d+):'), NOW_CAP))
+    -- Members are "<at>:<seq>:<hits>"; anything else counts no hits.
+    local _, seq, n = match(m, '^(%d+):(%d+):(%d+)$')
+    n = min(tonumber(n) or 0, MAX_COUNT)
+    e[#e + 1] = { m = m, at = count(raw[i + 1], NOW_CAP), n = n }
+    total = total + n
+    maxseq = max(maxseq, tonumber(seq) or 0)
   end
+  st.total, st.maxseq = total, maxseq
   return st
 end
 
@@ -272,8 +278,7 @@ end
 
 local function log_store(st)
   local key, e = st.key, st.e
-  local t = key_type(key)
-  if t ~= 'none' and t ~= 'zset' then redis.call('DEL', key) end
+  if st.foreign then redis.call('DEL', key) end
   if st.evicted then redis.call('ZREMRANGEBYSCORE', key, '-inf', int(st.evicted)) end
   for _, m in ipairs(st.gone) do redis.call('ZREM', key, m) end
   for i = st.head, #e do
@@ -294,9 +299,7 @@ end
 -- Token bucket as GCRA: string `<key>` = theoretical arrival time (us).
 
 local function bucket_load(op)
-  local tat = 0
-  if key_type(op.key) == 'string' then tat = count(redis.call('GET', op.key), NOW_CAP + TIME_CAP) end
-  return { algo = 4, key = op.key, tat = tat }
+  return { algo = 4, key = op.key, tat = count(read('GET', op.key), NOW_CAP + TIME_CAP) }
 end
 
 local function bucket_decide(st, op)
@@ -346,8 +349,11 @@ local DECIDE = { fixed_decide, sliding_decide, log_decide, bucket_decide }
 local STORE = { fixed_store, sliding_store, log_store, bucket_store }
 local FRESH = {
   function(op) return { algo = 1, key = op.key, window = -1, count = 0, exists = false } end,
-  function(op) return { algo = 2, key = op.key, window = 0, prev = 0, cur = 0 } end,
-  function(op) return { algo = 3, key = op.key, e = {}, head = 1, total = 0, gone = {}, maxseq = 0 } end,
+  function(op) return { algo = 2, key = op.key, window = 0, prev = 0, cur = 0, foreign = true } end,
+  function(op)
+    return { algo = 3, key = op.key, e = {}, head = 1, total = 0, gone = {}, maxseq = 0,
+             foreign = true }
+  end,
   function(op) return { algo = 4, key = op.key, tat = 0 } end,
 }
 
