@@ -39,6 +39,7 @@ local COUNTER_CAP = 4503599627370496 -- 2^52
 local TIME_CAP = 1125899906842624 -- 2^50
 local S = 1000000 -- sliding-window weight steps per period
 local MAX_COUNT = 4294967295 -- the most hits any limit admits
+local MAX_PERIOD = 31536000 -- the longest period (s); longer ones are clamped to it
 
 local now = tonumber(ARGV[1]) or 0
 -- Keys outlive their state by this much (ms). Only when time is injected (tests): Redis
@@ -368,7 +369,7 @@ for i = 1, #KEYS do
     key = KEYS[i],
     algo = algo,
     limit = count(ARGV[b + 2], MAX_COUNT),
-    period = max(1, count(ARGV[b + 3], 31536000)),
+    period = max(1, count(ARGV[b + 3], MAX_PERIOD)),
     burst = count(ARGV[b + 4], MAX_COUNT),
     hits = count(ARGV[b + 5], MAX_COUNT),
     refund = ARGV[b + 6] == '1',

@@ -8,7 +8,7 @@
 //! year-long window can neither overflow Redis (`INCRBY` fails at 2⁶³; the script uses `SET`)
 //! nor leave the range where a Lua double counts exactly. Time is clamped by [`now_micros`].
 
-use crate::limiter::{now_micros, Op, Outcome, COUNTER_CAP};
+use crate::limiter::{now_micros, period_secs, Op, Outcome, COUNTER_CAP};
 use std::time::Duration;
 
 /// The stored state of one fixed-window counter.
@@ -23,7 +23,7 @@ pub struct FixedWindow {
 impl FixedWindow {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let period = op.period_secs.max(1);
+        let period = period_secs(op);
         let now_s = now_micros(now) / 1_000_000;
         let window = now_s - now_s % period;
         if self.window != window {

@@ -81,6 +81,15 @@ pub const TIME_CAP_US: u64 = 1 << 50;
 /// a second, 2.592 s for 30 days): `prev × weight + cur × 10⁶` stays below 2⁵³.
 pub const WEIGHT_STEPS: u64 = 1_000_000;
 
+/// The longest period a rule can have (a 365-day year); longer ones are clamped to it, in
+/// both stores, so that `period × 10⁶ µs` and its products stay exact.
+pub const MAX_PERIOD_SECS: u64 = 31_536_000;
+
+/// An op's period in seconds, within `1..=`[`MAX_PERIOD_SECS`] as both stores count it.
+pub fn period_secs(op: &Op) -> u64 {
+    op.period_secs.clamp(1, MAX_PERIOD_SECS)
+}
+
 /// `now` in whole microseconds, clamped to [`NOW_CAP_US`] as both stores do.
 pub fn now_micros(now: Duration) -> u64 {
     u64::try_from(now.as_micros())

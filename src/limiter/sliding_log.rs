@@ -7,7 +7,7 @@
 //! Exact in both stores: the hits in a log never exceed the largest limit (`u32::MAX`), times
 //! and periods stay below 2⁵³ µs (time is clamped by [`now_micros`]).
 
-use crate::limiter::{now_micros, Op, Outcome};
+use crate::limiter::{now_micros, period_secs, Op, Outcome};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub struct SlidingLog {
 impl SlidingLog {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let p = op.period_secs.max(1).saturating_mul(1_000_000);
+        let p = period_secs(op) * 1_000_000;
         let now_us = now_micros(now);
         while let Some(&(at, hits)) = self.entries.front() {
             if at.saturating_add(p) > now_us {

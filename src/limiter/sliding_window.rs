@@ -9,7 +9,7 @@
 //! only while it fits a limit), so every product and sum stays below 2⁵³: integers, exact in
 //! the Lua script's doubles too, identical in both stores.
 
-use crate::limiter::{now_micros, Op, Outcome, WEIGHT_STEPS};
+use crate::limiter::{now_micros, period_secs, Op, Outcome, WEIGHT_STEPS};
 use std::time::Duration;
 
 /// The stored state of one sliding-window counter.
@@ -29,7 +29,7 @@ const S: u64 = WEIGHT_STEPS;
 impl SlidingWindow {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let period = op.period_secs.max(1);
+        let period = period_secs(op);
         let p = period * MICROS;
         let now_us = now_micros(now);
         let window = now_us / p;

@@ -10,7 +10,7 @@
 //! never holds more than that much refill), products are only formed once known to be below
 //! the cap (`n·T ≤ x ⇔ n ≤ floor(x / T)`), and time is clamped by [`now_micros`].
 
-use crate::limiter::{now_micros, Op, Outcome, TIME_CAP_US};
+use crate::limiter::{now_micros, period_secs, Op, Outcome, TIME_CAP_US};
 use std::time::Duration;
 
 /// The stored state of one token bucket.
@@ -24,7 +24,7 @@ impl TokenBucket {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
         let now_us = now_micros(now);
-        let period_us = op.period_secs.max(1) * 1_000_000;
+        let period_us = period_secs(op) * 1_000_000;
         if op.requests_per_unit == 0 {
             return Outcome {
                 allowed: op.refund,
