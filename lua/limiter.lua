@@ -1,7 +1,8 @@
 -- sluice: every counter of one request on one shard, decided atomically in one call.
 --
--- Mirrors src/limiter/{fixed_window,sliding_window,sliding_log,token_bucket}.rs line by line;
--- tests/store_conformance.rs runs the same sequences against both and demands equal outcomes.
+-- Mirrors src/limiter/{fixed_window,sliding_window,sliding_log,token_bucket}.rs line by line
+-- and MemoryStore's modes; tests/store_conformance.rs and tests/store_equivalence.rs run the
+-- same timelines against both stores and demand equal outcomes.
 --
 -- KEYS[i]  counter key i (already prefixed)
 -- ARGV[1]  now in microseconds since the epoch, or 0 to read the Redis server's TIME
@@ -14,277 +15,426 @@
 --          4 token_bucket), limit, period (s), burst, hits, refund (0/1)
 -- Returns 6 integers per key: allowed (0/1), remaining, reset_after_us, retry_after_us,
 --          used_before, used_after.
+--
+-- Structure: each algorithm is load(op) -> state (one read of its Redis key), decide(state,
+-- op) -> outcome (pure: it changes only the Lua table), store(state) (writes). A request's
+-- keys are loaded once; an op on a key already seen in the request decides on the state the
+-- previous op left (as the memory store does); writes happen only when the mode says so.
+-- A key holding another Redis type (the rule changed algorithm) is read as fresh state and
+-- replaced, as the memory store starts afresh; no input an op can hold raises an error.
+--
+-- Exactness: Lua numbers are doubles, exact for integers up to 2^53, and every value below
+-- stays under that (src/limiter/mod.rs has the same constants): limits, burst and hits are at
+-- most 2^32 - 1, periods at most 31536000 s, time is clamped to NOW_CAP (2^52 us); a
+-- fixed-window count saturates at COUNTER_CAP (2^52); the sliding window weights the previous
+-- window in millionths (S) of the period; a token bucket's tolerance, backlog and retry are
+-- capped at TIME_CAP (2^50 us) and n*T is formed only once known to be below a bound. floor(a
+-- / b) is exact for integers a, b < 2^53. Numbers reach Redis as '%d' strings or as command
+-- arguments (Redis formats those with 17 digits): never through tostring (14 digits).
 
-local now = tonumber(ARGV[1])
+local floor, max, min = math.floor, math.max, math.min
+
+local NOW_CAP = 4503599627370496 -- 2^52
+local COUNTER_CAP = 4503599627370496 -- 2^52
+local TIME_CAP = 1125899906842624 -- 2^50
+local S = 1000000 -- sliding-window weight steps per period
+local MAX_COUNT = 4294967295 -- the most hits any limit admits
+local MAX_PERIOD = 31536000 -- the longest period (s); longer ones are clamped to it
+
+local now = tonumber(ARGV[1]) or 0
+-- Keys outlive their state by this much (ms). Only when time is injected (tests): Redis
+-- expires keys in real time, which passes while a test's clock stands still.
+local slack = 60000
 if now == 0 then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  slack = 0
 end
-
-local floor, max, min = math.floor, math.max, math.min
+now = min(max(0, floor(now)), NOW_CAP)
 
 local function ceil_div(a, b)
   return floor((a + b - 1) / b)
 end
 
--- Keeps a key for `us` more microseconds (at least 1 ms).
-local function expire_in(key, us)
-  redis.call('PEXPIRE', key, max(1, ceil_div(us, 1000)))
+local function int(x)
+  return string.format('%d', x)
 end
 
--- envoyproxy/ratelimit's fixed window: key per window, every hit counted, denied or not.
-local function fixed_window(key, limit, period, hits, refund, dry)
+-- A number read from Redis as a non-negative integer at most `cap` (0 if not a number).
+local function count(v, cap)
+  if v == nil then return 0 end
+  local x = tonumber(v)
+  if not x or x ~= x then return 0 end
+  return min(max(0, floor(x)), cap)
+end
+
+-- A read that tolerates a key of another type (WRONGTYPE): returns nil, true then.
+local function read(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then return nil, true end
+  return r, false
+end
+
+-- Keeps a key for `us` more microseconds (at least 1 ms).
+local function expire_in(key, us)
+  redis.call('PEXPIRE', key, int(max(1, ceil_div(us, 1000)) + slack))
+end
+
+---------------------------------------------------------------------------------------------
+-- Fixed window (envoyproxy/ratelimit's): key `<key>_<window start s>`, every hit counted.
+
+local function fixed_window_of(op)
   local now_s = floor(now / 1000000)
-  local window = now_s - (now_s % period)
-  local k = key .. '_' .. window
-  local before, after
-  if refund then
-    before = tonumber(redis.call('GET', k) or '0')
-    after = max(0, before - hits)
-    if before > 0 and not dry then
-      redis.call('SET', k, after, 'KEEPTTL')
-    end
-  elseif dry then
-    before = tonumber(redis.call('GET', k) or '0')
-    after = before + hits
-  elseif hits > 0 then
-    after = redis.call('INCRBY', k, hits)
-    before = after - hits
-    if before == 0 then
-      redis.call('EXPIRE', k, period)
-    end
+  return now_s - now_s % op.period, now_s
+end
+
+local function fixed_load(op)
+  local window = fixed_window_of(op)
+  local k = op.key .. '_' .. int(window)
+  local v = read('GET', k)
+  return { algo = 1, key = op.key, window = window, count = count(v, COUNTER_CAP),
+           exists = tonumber(v) ~= nil, period = op.period }
+end
+
+local function fixed_decide(st, op)
+  local window, now_s = fixed_window_of(op)
+  if st.window ~= window then
+    st.window, st.count, st.exists = window, 0, false
+  end
+  st.period = op.period
+  local before = min(st.count, COUNTER_CAP)
+  local after
+  if op.refund then
+    after = before - min(before, op.hits)
   else
-    before = tonumber(redis.call('GET', k) or '0')
-    after = before
+    after = min(before + op.hits, COUNTER_CAP)
   end
-  local allowed = refund or after <= limit
-  local reset = (period - now_s % period) * 1000000
+  st.count = after
+  if after ~= before then st.dirty = true end
+  local allowed = op.refund or after <= op.limit
+  local reset = (op.period - now_s % op.period) * 1000000
   local remaining = 0
-  if allowed then
-    remaining = max(0, limit - after)
-  end
+  if allowed then remaining = op.limit - min(op.limit, after) end
   return { allowed and 1 or 0, remaining, reset, allowed and 0 or reset, before, after }
 end
 
--- Sliding window counter: previous window weighted by its overlap (scaled by P, exact).
-local function sliding_window(key, limit, period, hits, refund, dry)
+local function fixed_store(st)
+  local k = st.key .. '_' .. int(st.window)
+  if st.exists then
+    redis.call('SET', k, int(st.count), 'KEEPTTL')
+  else
+    redis.call('SET', k, int(st.count), 'PX', int(st.period * 1000 + slack))
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Sliding window counter: hash `<key>` {w = window index, p = previous count, c = current}.
+
+local function sliding_load(op)
+  local w, prev, cur = 0, 0, 0
+  local h, foreign = read('HMGET', op.key, 'w', 'p', 'c')
+  if h then
+    w, prev, cur = count(h[1], NOW_CAP), count(h[2], MAX_COUNT), count(h[3], MAX_COUNT)
+  end
+  return { algo = 2, key = op.key, window = w, prev = prev, cur = cur, foreign = foreign }
+end
+
+local function sliding_decide(st, op)
+  local period = op.period
   local p = period * 1000000
   local window = floor(now / p)
-  local state = redis.call('HMGET', key, 'w', 'p', 'c')
-  local w, prev, cur = tonumber(state[1] or '0'), tonumber(state[2] or '0'), tonumber(state[3] or '0')
-  if w ~= window then
-    if w + 1 == window then prev = cur else prev = 0 end
-    cur = 0
+  if st.window ~= window then
+    if st.window + 1 == window then st.prev = st.cur else st.prev = 0 end
+    st.window, st.cur = window, 0
   end
+  st.p = p
   local elapsed = now - window * p
-  local before = prev * (p - elapsed) + cur * p
-  local allowed = refund or before + hits * p <= limit * p
-  if refund then
-    cur = max(0, cur - hits)
-  elseif allowed then
-    cur = cur + hits
+  local weight = S - floor(elapsed / period)
+  local limit, hits = op.limit, op.hits
+  local before = st.prev * weight + st.cur * S
+  local allowed = op.refund or (st.cur + hits <= limit and before + hits * S <= limit * S)
+  if op.refund then
+    st.cur = st.cur - min(st.cur, hits)
+    st.dirty = true
+  elseif allowed and hits > 0 then
+    st.cur = st.cur + hits
+    st.dirty = true
   end
-  local after = prev * (p - elapsed) + cur * p
+  local after = st.prev * weight + st.cur * S
   local remaining = 0
-  if allowed then
-    remaining = floor(max(0, limit * p - after) / p)
-  end
+  if allowed then remaining = floor((limit * S - min(limit * S, after)) / S) end
   local retry = 0
   if not allowed then
-    if prev > 0 and cur + hits <= limit then
-      local keep = floor((limit - cur - hits) * p / prev)
-      retry = max(1, max(0, p - keep) - elapsed)
+    if st.prev > 0 and st.cur + hits <= limit then
+      local keep = floor((limit - st.cur - hits) * S / st.prev)
+      retry = max(1, (S - min(S, keep)) * period - elapsed)
     elseif hits > limit then
       retry = (p - elapsed) + p
     else
       local e_needed = 0
-      if cur > 0 then
-        e_needed = max(0, p - floor((limit - hits) * p / cur))
+      if st.cur > 0 then
+        e_needed = (S - min(S, floor((limit - hits) * S / st.cur))) * period
       end
       retry = (p - elapsed) + e_needed
     end
   end
   local reset = 0
-  if cur > 0 then reset = 2 * p - elapsed elseif prev > 0 then reset = p - elapsed end
-  if not dry then
-    redis.call('HSET', key, 'w', window, 'p', prev, 'c', cur)
-    expire_in(key, (window + 2) * p - now)
-  end
-  return { allowed and 1 or 0, remaining, reset, retry, ceil_div(before, p), ceil_div(after, p) }
+  if st.cur > 0 then reset = 2 * p - elapsed elseif st.prev > 0 then reset = p - elapsed end
+  return { allowed and 1 or 0, remaining, reset, retry, ceil_div(before, S), ceil_div(after, S) }
 end
 
--- Sliding log: one sorted-set member "<at>:<seq>:<hits>" per admitted request, scored by <at>.
-local function sliding_log(key, limit, period, hits, refund, dry)
-  local p = period * 1000000
-  local entries = redis.call('ZRANGEBYSCORE', key, string.format('(%d', now - p), '+inf', 'WITHSCORES')
-  local total = 0
-  local log = {}
-  for i = 1, #entries, 2 do
-    local n = tonumber(string.match(entries[i], ':(%d+)$'))
-    log[#log + 1] = { entries[i], tonumber(entries[i + 1]), n }
+local function sliding_store(st)
+  if st.foreign then redis.call('DEL', st.key) end
+  redis.call('HSET', st.key, 'w', int(st.window), 'p', int(st.prev), 'c', int(st.cur))
+  expire_in(st.key, (st.window + 2) * st.p - now)
+end
+
+---------------------------------------------------------------------------------------------
+-- Sliding log: zset `<key>`, one member "<at>:<seq>:<hits>" per admitted request scored by
+-- <at>; `<key>:seq` numbers members so equal times keep their order.
+
+local function log_load(op)
+  local st = { algo = 3, key = op.key, e = {}, head = 1, total = 0, gone = {}, maxseq = 0 }
+  local raw, foreign = read('ZRANGE', op.key, 0, -1, 'WITHSCORES')
+  st.foreign = foreign
+  if not raw then return st end
+  local e, total, maxseq, match = st.e, 0, 0, string.match
+  for i = 1, #raw, 2 do
+    local m = raw[i]
+    -- Members are "<at>:<seq>:<hits>"; anything else counts no hits.
+    local _, seq, n = match(m, '^(%d+):(%d+):(%d+)$')
+    n = min(tonumber(n) or 0, MAX_COUNT)
+    e[#e + 1] = { m = m, at = count(raw[i + 1], NOW_CAP), n = n }
     total = total + n
+    maxseq = max(maxseq, tonumber(seq) or 0)
   end
-  local before = total
-  local allowed = refund or before + hits <= limit
-  if dry then
-    if allowed and not refund and hits > 0 then
-      log[#log + 1] = { '', now, hits }
-      total = total + hits
-    end
-  elseif refund then
+  st.total, st.maxseq = total, maxseq
+  return st
+end
+
+local function log_decide(st, op)
+  local p = op.period * 1000000
+  st.p = p
+  local e = st.e
+  while st.head <= #e and e[st.head].at + p <= now do
+    st.total = st.total - e[st.head].n
+    st.evicted = e[st.head].at
+    st.head = st.head + 1
+    st.dirty = true
+  end
+  local limit, hits = op.limit, op.hits
+  local before = st.total
+  local allowed = op.refund or before + hits <= limit
+  if op.refund then
     local left = hits
-    for i = #log, 1, -1 do
-      if left == 0 then break end
-      local e = log[i]
-      local n = min(e[3], left)
-      left = left - n
-      total = total - n
-      redis.call('ZREM', key, e[1])
-      if e[3] - n > 0 then
-        local seq = redis.call('INCR', key .. ':seq')
-        redis.call('ZADD', key, e[2], string.format('%d:%012d:%d', e[2], seq, e[3] - n))
+    while left > 0 and #e >= st.head do
+      local last = e[#e]
+      local n = min(last.n, left)
+      last.n, left, st.total = last.n - n, left - n, st.total - n
+      if last.m then
+        st.gone[#st.gone + 1] = last.m
+        last.m = nil
       end
-      log[i] = nil
+      if last.n == 0 then e[#e] = nil end
+      st.dirty = true
     end
   elseif allowed and hits > 0 then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now - p)
-    local seq = redis.call('INCR', key .. ':seq')
-    redis.call('ZADD', key, now, string.format('%d:%012d:%d', now, seq, hits))
-    log[#log + 1] = { '', now, hits }
-    total = total + hits
+    e[#e + 1] = { at = now, n = hits }
+    st.total = st.total + hits
+    st.dirty = true
   end
-  local newest = log[#log]
   local reset = 0
-  if newest then reset = max(0, newest[2] + p - now) end
+  if #e >= st.head then reset = max(0, e[#e].at + p - now) end
   local retry = 0
   if not allowed then
     retry = max(1, reset)
     if hits <= limit then
-      local left = total
-      for i = 1, #log do
-        left = left - log[i][3]
+      local left = st.total
+      for i = st.head, #e do
+        left = left - e[i].n
         if left + hits <= limit then
-          retry = max(1, log[i][2] + p - now)
+          retry = max(1, e[i].at + p - now)
           break
         end
       end
     end
   end
-  if newest and not dry then
-    expire_in(key, reset)
-    expire_in(key .. ':seq', reset)
-  end
   local remaining = 0
-  if allowed then remaining = max(0, limit - total) end
-  return { allowed and 1 or 0, remaining, reset, retry, before, total }
+  if allowed then remaining = max(0, limit - st.total) end
+  return { allowed and 1 or 0, remaining, reset, retry, before, st.total }
 end
 
--- Token bucket as GCRA: one stored theoretical arrival time (µs).
-local function token_bucket(key, limit, period, burst, hits, refund, dry)
-  local p = period * 1000000
-  if limit == 0 then
-    return { refund and 1 or 0, 0, 0, p, 0, 0 }
+-- The next member number: `<key>:seq` incremented, above every member read (a lost or
+-- foreign `:seq` key is replaced rather than raising an error).
+local function log_seq(st)
+  local seqkey = st.key .. ':seq'
+  local r = redis.pcall('INCR', seqkey)
+  if type(r) ~= 'number' or r <= st.maxseq then
+    r = st.maxseq + 1
+    redis.call('SET', seqkey, int(r))
   end
-  local t = max(1, floor(p / limit))
-  local tolerance = t * burst
-  local stored = tonumber(redis.call('GET', key) or '0')
-  local tat = max(stored, now)
-  local used_before = min(ceil_div(tat - now, t), burst)
-  local cost = t * hits
-  local allowed, retry = true, 0
-  if refund then
-    stored = max(tat - cost, now)
-  else
-    local new_tat = tat + cost
-    local allow_at = new_tat - tolerance
-    if now < allow_at then
-      allowed, retry = false, allow_at - now
-    else
-      stored = new_tat
+  st.maxseq = r
+  return r
+end
+
+local function log_store(st)
+  local key, e = st.key, st.e
+  if st.foreign then redis.call('DEL', key) end
+  if st.evicted then redis.call('ZREMRANGEBYSCORE', key, '-inf', int(st.evicted)) end
+  for _, m in ipairs(st.gone) do redis.call('ZREM', key, m) end
+  for i = st.head, #e do
+    local x = e[i]
+    if not x.m then
+      x.m = string.format('%d:%012d:%d', x.at, log_seq(st), x.n)
+      redis.call('ZADD', key, int(x.at), x.m)
     end
   end
-  local backlog = max(0, stored - now)
-  if dry then
-    -- decided, nothing written
-  elseif backlog > 0 then
-    redis.call('SET', key, stored, 'PX', max(1, ceil_div(backlog, 1000)))
+  if #e >= st.head then
+    local keep = max(0, e[#e].at + st.p - now)
+    expire_in(key, keep)
+    expire_in(key .. ':seq', keep)
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Token bucket as GCRA: string `<key>` = theoretical arrival time (us).
+
+local function bucket_load(op)
+  return { algo = 4, key = op.key, tat = count(read('GET', op.key), NOW_CAP + TIME_CAP) }
+end
+
+local function bucket_decide(st, op)
+  local p = op.period * 1000000
+  if op.limit == 0 then
+    return { op.refund and 1 or 0, 0, 0, p, 0, 0 }
+  end
+  local t = max(1, floor(p / op.limit))
+  local burst, hits = op.burst, op.hits
+  local tolerance
+  if burst > floor(TIME_CAP / t) then tolerance = TIME_CAP else tolerance = t * burst end
+  local backlog = min(max(st.tat, now), now + TIME_CAP) - now
+  local allowed, retry, left = false, 0, backlog
+  if op.refund then
+    allowed = true
+    if hits > floor(backlog / t) then left = 0 else left = backlog - t * hits end
+  elseif backlog <= tolerance and hits <= floor((tolerance - backlog) / t) then
+    allowed, left = true, backlog + t * hits
+  elseif hits > floor((TIME_CAP + tolerance - backlog) / t) then
+    retry = TIME_CAP
   else
-    redis.call('DEL', key)
+    retry = backlog + t * hits - tolerance
+  end
+  if allowed then
+    st.tat = now + left
+    if hits > 0 or op.refund then st.dirty = true end
   end
   local remaining = 0
-  if allowed then remaining = floor(max(0, tolerance - backlog) / t) end
-  return { allowed and 1 or 0, remaining, backlog, retry, used_before, min(ceil_div(backlog, t), burst) }
+  if allowed then remaining = floor((tolerance - min(tolerance, left)) / t) end
+  return { allowed and 1 or 0, remaining, left, retry, min(ceil_div(backlog, t), burst),
+           min(ceil_div(left, t), burst) }
 end
+
+local function bucket_store(st)
+  local backlog = st.tat - now
+  if backlog > 0 then
+    redis.call('SET', st.key, int(st.tat), 'PX', int(max(1, ceil_div(backlog, 1000)) + slack))
+  else
+    redis.call('DEL', st.key)
+  end
+end
+
+---------------------------------------------------------------------------------------------
+
+local LOAD = { fixed_load, sliding_load, log_load, bucket_load }
+local DECIDE = { fixed_decide, sliding_decide, log_decide, bucket_decide }
+local STORE = { fixed_store, sliding_store, log_store, bucket_store }
+local FRESH = {
+  function(op) return { algo = 1, key = op.key, window = -1, count = 0, exists = false } end,
+  function(op) return { algo = 2, key = op.key, window = 0, prev = 0, cur = 0, foreign = true } end,
+  function(op)
+    return { algo = 3, key = op.key, e = {}, head = 1, total = 0, gone = {}, maxseq = 0,
+             foreign = true }
+  end,
+  function(op) return { algo = 4, key = op.key, tat = 0 } end,
+}
 
 local mode = tonumber(ARGV[2])
 
--- Decides key i; `dry` writes nothing; `check` decides as if no hits were asked.
-local function decide(i, dry, check)
+local ops = {}
+for i = 1, #KEYS do
   local b = 2 + (i - 1) * 6
-  local key = KEYS[i]
   local algo = tonumber(ARGV[b + 1])
-  local limit, period = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local burst, hits = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
-  local refund = ARGV[b + 6] == '1'
-  if check then
-    hits, refund = 0, false
-  end
-  if algo == 1 then
-    return fixed_window(key, limit, period, hits, refund, dry)
-  elseif algo == 2 then
-    return sliding_window(key, limit, period, hits, refund, dry)
-  elseif algo == 3 then
-    return sliding_log(key, limit, period, hits, refund, dry)
-  end
-  return token_bucket(key, limit, period, burst, hits, refund, dry)
+  if algo ~= 1 and algo ~= 2 and algo ~= 3 then algo = 4 end
+  ops[i] = {
+    key = KEYS[i],
+    algo = algo,
+    limit = count(ARGV[b + 2], MAX_COUNT),
+    period = max(1, count(ARGV[b + 3], MAX_PERIOD)),
+    burst = count(ARGV[b + 4], MAX_COUNT),
+    hits = count(ARGV[b + 5], MAX_COUNT),
+    refund = ARGV[b + 6] == '1',
+  }
 end
 
 if mode == 4 then
-  for i = 1, #KEYS do
-    local b = 2 + (i - 1) * 6
-    local key = KEYS[i]
-    if tonumber(ARGV[b + 1]) == 1 then
-      local period = tonumber(ARGV[b + 3])
-      local now_s = floor(now / 1000000)
-      redis.call('DEL', key .. '_' .. (now_s - now_s % period))
+  for _, op in ipairs(ops) do
+    if op.algo == 1 then
+      redis.call('DEL', op.key .. '_' .. int(fixed_window_of(op)))
     else
-      redis.call('DEL', key, key .. ':seq')
+      redis.call('DEL', op.key, op.key .. ':seq')
     end
   end
   return {}
 end
 
-local results = {}
-if mode == 1 then
-  -- All or nothing: decide every key without writing; charge all only if all fit.
-  local all_fit = true
-  for i = 1, #KEYS do
-    results[i] = decide(i, true, false)
-    if results[i][1] == 0 then all_fit = false end
+-- A key's state as stored, in the op's algorithm (fresh when the key holds another type).
+local function load(op)
+  return LOAD[op.algo](op)
+end
+
+-- Decides op on the state `st` (replaced afresh if it belongs to another algorithm).
+local function decide(st, op)
+  if st.algo ~= op.algo then st = FRESH[op.algo](op) end
+  return DECIDE[op.algo](st, op), st
+end
+
+-- Decides every op in order; an op on a key seen before continues from the state left.
+local results, states, order = {}, {}, {}
+for i, op in ipairs(ops) do
+  local st = states[op.key]
+  if not st then
+    st = load(op)
+    order[#order + 1] = op.key
   end
-  for i = 1, #KEYS do
-    if all_fit then
-      results[i] = decide(i, false, false)
-    elseif results[i][1] == 1 then
-      -- Would have fitted: report its state uncharged.
-      results[i] = decide(i, true, true)
-    end
+  results[i], states[op.key] = decide(st, op)
+end
+
+local all_fit = true
+for i = 1, #ops do
+  if results[i][1] == 0 then all_fit = false end
+end
+
+if mode == 0 or (mode == 1 and all_fit) then
+  for _, key in ipairs(order) do
+    local st = states[key]
+    if st.dirty then STORE[st.algo](st) end
   end
-elseif mode == 3 then
-  for i = 1, #KEYS do
-    results[i] = decide(i, true, false)
+elseif mode == 3 or mode == 1 then
+  -- Not all fit (or a probe): nothing is charged; ops that fitted are reported allowed, with
+  -- the numbers of a check of the state as stored.
+  for i, op in ipairs(ops) do
     if results[i][1] == 1 then
-      results[i] = decide(i, true, true)
+      local check = { key = op.key, algo = op.algo, limit = op.limit, period = op.period,
+                      burst = op.burst, hits = 0, refund = false }
+      local r = decide(load(check), check)
+      r[1], r[4] = 1, 0
+      results[i] = r
     end
-  end
-else
-  for i = 1, #KEYS do
-    results[i] = decide(i, mode == 2, false)
   end
 end
 
 local out = {}
-for i = 1, #KEYS do
+for i = 1, #ops do
   for _, v in ipairs(results[i]) do
     out[#out + 1] = v
   end

@@ -3,8 +3,12 @@
 //! Every hit is counted, denied or not (as upstream: `INCRBY` runs before the comparison), and
 //! a request is OVER_LIMIT iff the count after adding its hits exceeds the limit. The reset time
 //! is whole seconds to the end of the window, as upstream computes it.
+//!
+//! The count saturates at [`COUNTER_CAP`] (2⁵²), in both stores: max-hit requests in a
+//! year-long window can neither overflow Redis (`INCRBY` fails at 2⁶³; the script uses `SET`)
+//! nor leave the range where a Lua double counts exactly. Time is clamped by [`now_micros`].
 
-use crate::limiter::{Op, Outcome};
+use crate::limiter::{now_micros, period_secs, Op, Outcome, COUNTER_CAP};
 use std::time::Duration;
 
 /// The stored state of one fixed-window counter.
@@ -19,17 +23,18 @@ pub struct FixedWindow {
 impl FixedWindow {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let period = op.period_secs.max(1);
-        let now_s = now.as_secs();
+        let period = period_secs(op);
+        let now_s = now_micros(now) / 1_000_000;
         let window = now_s - now_s % period;
         if self.window != window {
             *self = FixedWindow { window, count: 0 };
         }
-        let before = self.count;
+        // A count is never above the cap (a state from elsewhere is clamped like Redis's).
+        let before = self.count.min(COUNTER_CAP);
         self.count = if op.refund {
             before.saturating_sub(u64::from(op.hits))
         } else {
-            before.saturating_add(u64::from(op.hits))
+            before.saturating_add(u64::from(op.hits)).min(COUNTER_CAP)
         };
         let limit = u64::from(op.requests_per_unit);
         let allowed = op.refund || self.count <= limit;
@@ -134,6 +139,25 @@ mod tests {
         assert_eq!(o.remaining, 3);
         let o = s.decide(now, &refund);
         assert_eq!((o.remaining, s.count), (5, 0), "never below zero");
+    }
+
+    #[test]
+    fn the_count_saturates_at_the_cap() {
+        let mut s = FixedWindow::default();
+        let now = Duration::from_secs(10);
+        let big = op(u32::MAX, 31_536_000, u32::MAX);
+        let mut last = 0;
+        for _ in 0..3 {
+            last = s.decide(now, &big).used_after;
+        }
+        assert_eq!(last, 3 * u64::from(u32::MAX));
+        s.count = COUNTER_CAP - 1;
+        let o = s.decide(now, &big);
+        assert_eq!(
+            (o.used_before, o.used_after),
+            (COUNTER_CAP - 1, COUNTER_CAP)
+        );
+        assert_eq!(s.decide(now, &big).used_after, COUNTER_CAP);
     }
 
     #[test]

@@ -62,3 +62,39 @@ pub struct Outcome {
 pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
+
+// Bounds that keep every step of every algorithm exact in both stores. `lua/limiter.lua`
+// computes with doubles (integers exact up to 2⁵³), so both stores clamp and saturate at the
+// same documented points and then compute the very same integers.
+
+/// A fixed-window count saturates here (2⁵²): denied hits are counted too, so a count could
+/// otherwise grow without bound (and Redis `INCRBY` fails at 2⁶³); far above any limit.
+pub const COUNTER_CAP: u64 = 1 << 52;
+
+/// Time is clamped to 2⁵² µs since the epoch (the year 2112): sums of a time and a period,
+/// backlog or retry stay below 2⁵³, exact in a double.
+pub const NOW_CAP_US: u64 = 1 << 52;
+
+/// A token bucket's backlog (its tolerance `T × burst`) and a denied request's wait are capped
+/// at 2⁵⁰ µs (about 35.7 years): `T × burst` and `T × hits` can reach 10²³.
+pub const TIME_CAP_US: u64 = 1 << 50;
+
+/// The sliding window weights the previous window in steps of 1/10⁶ of the period (1 µs for
+/// a second, 2.592 s for 30 days): `prev × weight + cur × 10⁶` stays below 2⁵³.
+pub const WEIGHT_STEPS: u64 = 1_000_000;
+
+/// The longest period a rule can have (a 365-day year); longer ones are clamped to it, in
+/// both stores, so that `period × 10⁶ µs` and its products stay exact.
+pub const MAX_PERIOD_SECS: u64 = 31_536_000;
+
+/// An op's period in seconds, within `1..=`[`MAX_PERIOD_SECS`] as both stores count it.
+pub fn period_secs(op: &Op) -> u64 {
+    op.period_secs.clamp(1, MAX_PERIOD_SECS)
+}
+
+/// `now` in whole microseconds, clamped to [`NOW_CAP_US`] as both stores do.
+pub fn now_micros(now: Duration) -> u64 {
+    u64::try_from(now.as_micros())
+        .unwrap_or(u64::MAX)
+        .min(NOW_CAP_US)
+}

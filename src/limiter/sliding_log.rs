@@ -3,8 +3,11 @@
 //! Exact — a request passes iff the hits admitted in the last `P` plus its own fit the limit —
 //! but it stores one entry per admitted request (16 bytes here; a sorted-set member in Redis),
 //! so it suits small limits. A denied request consumes nothing.
+//!
+//! Exact in both stores: the hits in a log never exceed the largest limit (`u32::MAX`), times
+//! and periods stay below 2⁵³ µs (time is clamped by [`now_micros`]).
 
-use crate::limiter::{Op, Outcome};
+use crate::limiter::{now_micros, period_secs, Op, Outcome};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -20,8 +23,8 @@ pub struct SlidingLog {
 impl SlidingLog {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let p = op.period_secs.max(1).saturating_mul(1_000_000);
-        let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        let p = period_secs(op) * 1_000_000;
+        let now_us = now_micros(now);
         while let Some(&(at, hits)) = self.entries.front() {
             if at.saturating_add(p) > now_us {
                 break;

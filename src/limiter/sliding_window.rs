@@ -1,31 +1,37 @@
 //! Sliding window counter: the current window's count plus the previous window's count
 //! weighted by how much of it still overlaps the sliding window.
 //!
-//! `estimate = prev × (P − elapsed) / P + cur`; a request of `n` hits passes iff
-//! `estimate + n ≤ limit`, and a denied request consumes nothing. Arithmetic is exact (scaled
-//! integers, microseconds), so results do not depend on floating point.
+//! `estimate = prev × weight / S + cur` with `S` = [`WEIGHT_STEPS`] (10⁶) and `weight = S −
+//! floor(elapsed_µs / period_s)`: the overlap in millionths of the period, rounded up (never
+//! under-counted), so time moves in steps of `period / 10⁶` (1 µs for a second, 2.592 s for 30
+//! days). A request of `n` hits passes iff `cur + n ≤ limit` and `prev × weight + (cur + n) × S
+//! ≤ limit × S`; a denied request consumes nothing. Counts are at most `u32::MAX` (a count grows
+//! only while it fits a limit), so every product and sum stays below 2⁵³: integers, exact in
+//! the Lua script's doubles too, identical in both stores.
 
-use crate::limiter::{Op, Outcome};
+use crate::limiter::{now_micros, period_secs, Op, Outcome, WEIGHT_STEPS};
 use std::time::Duration;
 
 /// The stored state of one sliding-window counter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SlidingWindow {
-    /// Index of the current window (`floor(now / P)`).
+    /// Index of the current window (`floor(now / P)`): which window `cur` counts.
     pub window: u64,
-    /// Hits admitted in the previous window.
+    /// Hits admitted in the previous window: they decay as the current window advances.
     pub prev: u64,
     /// Hits admitted in the current window.
     pub cur: u64,
 }
 
 const MICROS: u64 = 1_000_000;
+const S: u64 = WEIGHT_STEPS;
 
 impl SlidingWindow {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let p = op.period_secs.max(1).saturating_mul(MICROS);
-        let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
+        let period = period_secs(op);
+        let p = period * MICROS;
+        let now_us = now_micros(now);
         let window = now_us / p;
         if self.window != window {
             let prev = if self.window.checked_add(1) == Some(window) {
@@ -39,31 +45,29 @@ impl SlidingWindow {
                 cur: 0,
             };
         }
-        let start = window * p;
-        let elapsed = now_us - start;
-        let limit = u128::from(op.requests_per_unit) * u128::from(p);
-        // Scaled by P: estimate × P.
-        let scaled = |cur: u64| {
-            u128::from(self.prev) * u128::from(p - elapsed) + u128::from(cur) * u128::from(p)
-        };
+        let elapsed = now_us - window * p;
+        let weight = S - elapsed / period;
+        let limit = u64::from(op.requests_per_unit);
+        let hits = u64::from(op.hits);
+        // The estimate scaled by S.
+        let scaled = |cur: u64| self.prev * weight + cur * S;
         let before = scaled(self.cur);
-        let used_before = ceil_div(before, u128::from(p));
-        let allowed = op.refund || before + u128::from(op.hits) * u128::from(p) <= limit;
+        let allowed = op.refund || (self.cur + hits <= limit && before + hits * S <= limit * S);
         if op.refund {
-            self.cur = self.cur.saturating_sub(u64::from(op.hits));
+            self.cur -= self.cur.min(hits);
         } else if allowed {
-            self.cur += u64::from(op.hits);
+            self.cur += hits;
         }
         let after = scaled(self.cur);
         let remaining = if allowed {
-            u32::try_from(limit.saturating_sub(after) / u128::from(p)).unwrap_or(u32::MAX)
+            u32::try_from((limit * S - (limit * S).min(after)) / S).unwrap_or(u32::MAX)
         } else {
             0
         };
         let retry_after = if allowed {
-            Duration::ZERO
+            0
         } else {
-            self.wait_for(op, p, elapsed)
+            self.wait_for(limit, hits, period, elapsed)
         };
         let reset_after = if self.cur > 0 {
             2 * p - elapsed
@@ -76,37 +80,34 @@ impl SlidingWindow {
             allowed,
             remaining,
             reset_after: Duration::from_micros(reset_after),
-            retry_after,
-            used_before,
-            used_after: ceil_div(after, u128::from(p)),
+            retry_after: Duration::from_micros(retry_after),
+            used_before: before.div_ceil(S),
+            used_after: after.div_ceil(S),
             fallback: false,
         }
     }
 
-    /// How long until `op.hits` would fit, the previous windows decaying linearly.
-    fn wait_for(&self, op: &Op, p: u64, elapsed: u64) -> Duration {
-        let limit = u64::from(op.requests_per_unit);
-        let hits = u64::from(op.hits);
-        // Later in this window: prev × (P − e) / P + cur + hits ≤ limit.
-        if self.prev > 0 && self.cur.saturating_add(hits) <= limit {
-            let room = u128::from(limit - self.cur - hits) * u128::from(p);
-            // prev × (P − e) ≤ room  ⇔  P − e ≤ floor(room / prev)  (e an integer).
-            let keep = room / u128::from(self.prev);
-            let e_needed = u64::try_from(u128::from(p).saturating_sub(keep)).unwrap_or(p);
-            return Duration::from_micros(e_needed.saturating_sub(elapsed).max(1));
+    /// Microseconds until `hits` would fit, the previous windows decaying step by step.
+    fn wait_for(&self, limit: u64, hits: u64, period: u64, elapsed: u64) -> u64 {
+        let p = period * MICROS;
+        // Later in this window: prev × weight + (cur + hits) × S ≤ limit × S.
+        if self.prev > 0 && self.cur + hits <= limit {
+            // weight ≤ keep  ⇔  elapsed / period ≥ S − keep.
+            let keep = (limit - self.cur - hits) * S / self.prev;
+            let e_needed = (S - S.min(keep)) * period;
+            return e_needed.saturating_sub(elapsed).max(1);
         }
-        // In the next window the current count decays: cur × (P − e) / P + hits ≤ limit.
+        // In the next window the current count decays: cur × weight + hits × S ≤ limit × S.
         let to_next = p - elapsed;
         if hits > limit {
-            return Duration::from_micros(to_next + p);
+            return to_next + p;
         }
-        let e_needed = if self.cur == 0 {
-            0
-        } else {
-            let keep = u128::from(limit - hits) * u128::from(p) / u128::from(self.cur);
-            u64::try_from(u128::from(p).saturating_sub(keep)).unwrap_or(p)
+        // No current hits: the next window starts empty.
+        let e_needed = match ((limit - hits) * S).checked_div(self.cur) {
+            Some(keep) => (S - S.min(keep)) * period,
+            None => 0,
         };
-        Duration::from_micros(to_next + e_needed)
+        to_next + e_needed
     }
 
     /// When this state stops mattering: two windows after the current one starts.
@@ -114,10 +115,6 @@ impl SlidingWindow {
         let p = op.period_secs.max(1);
         Duration::from_secs(self.window.saturating_add(2).saturating_mul(p))
     }
-}
-
-fn ceil_div(a: u128, b: u128) -> u64 {
-    u64::try_from(a.div_ceil(b)).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -164,6 +161,37 @@ mod tests {
                 .allowed
         );
         assert!(s.decide(Duration::from_secs(11), &op(10, 10, 1)).allowed);
+    }
+
+    #[test]
+    fn the_previous_window_weighs_in_millionths_of_the_period() {
+        // A minute: steps of 60 µs. 7 hits last minute, limit 7: one more fits once the old
+        // ones weigh ≤ 6/7, i.e. after ceil(10⁶ / 7) = 142858 steps (8.57148 s), not before.
+        let mut s = SlidingWindow::default();
+        assert!(s.decide(Duration::from_secs(60), &op(7, 60, 7)).allowed);
+        let o = s.decide(Duration::from_micros(128_571_479), &op(7, 60, 1));
+        assert!(!o.allowed);
+        assert_eq!(o.retry_after, Duration::from_micros(1));
+        assert!(
+            s.decide(Duration::from_micros(128_571_480), &op(7, 60, 1))
+                .allowed
+        );
+    }
+
+    #[test]
+    fn largest_counts_stay_exact() {
+        let mut s = SlidingWindow::default();
+        let year = 31_536_000;
+        assert!(
+            s.decide(Duration::ZERO, &op(u32::MAX, year, u32::MAX))
+                .allowed
+        );
+        // The last microsecond of the next window: the old hits weigh one millionth.
+        let o = s.decide(
+            Duration::from_secs(2 * year) - Duration::from_micros(1),
+            &op(u32::MAX, year, 0),
+        );
+        assert_eq!((o.used_before, o.remaining), (4_295, 4_294_963_000));
     }
 
     #[test]

@@ -1,10 +1,16 @@
 //! Token bucket as GCRA (generic cell rate algorithm): one stored "theoretical arrival time".
 //!
-//! Tokens refill at `requests_per_unit` per unit, one every `T = unit / requests_per_unit`; the
-//! bucket holds `burst` tokens. A request of `n` hits passes iff `max(tat, now) + n·T − burst·T
-//! ≤ now`; then `tat` moves forward by `n·T`. A denied request consumes nothing.
+//! Tokens refill at `requests_per_unit` per unit, one every `T = max(1, floor(unit_µs /
+//! requests_per_unit))` µs; the bucket holds `burst` tokens. With `backlog = max(tat − now,
+//! 0)` and `tolerance = T × burst`, a request of `n` hits passes iff `backlog + n·T ≤
+//! tolerance`; then `tat = now + backlog + n·T`. A denied request consumes nothing.
+//!
+//! Exact in both stores (the Redis script counts in doubles): the tolerance, the backlog and a
+//! denied request's wait are capped at [`TIME_CAP_US`] (2⁵⁰ µs, about 35.7 years: a bucket
+//! never holds more than that much refill), products are only formed once known to be below
+//! the cap (`n·T ≤ x ⇔ n ≤ floor(x / T)`), and time is clamped by [`now_micros`].
 
-use crate::limiter::{Op, Outcome};
+use crate::limiter::{now_micros, period_secs, Op, Outcome, TIME_CAP_US};
 use std::time::Duration;
 
 /// The stored state of one token bucket.
@@ -17,9 +23,8 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        // Microseconds, as the Redis script counts (exact in a Lua double).
-        let now_us = u64::try_from(now.as_micros()).unwrap_or(u64::MAX);
-        let period_us = op.period_secs.max(1).saturating_mul(1_000_000);
+        let now_us = now_micros(now);
+        let period_us = period_secs(op) * 1_000_000;
         if op.requests_per_unit == 0 {
             return Outcome {
                 allowed: op.refund,
@@ -33,37 +38,44 @@ impl TokenBucket {
         }
         // Emission interval; at least 1 µs (so at most 10⁶ tokens per second per key).
         let t = (period_us / u64::from(op.requests_per_unit)).max(1);
-        let tolerance = t.saturating_mul(u64::from(op.burst));
-        let tat = self.tat.max(now_us);
         let burst = u64::from(op.burst);
-        let used_before = used(tat - now_us, t, burst);
-        let cost = t.saturating_mul(u64::from(op.hits));
-        let (allowed, retry_after) = if op.refund {
-            self.tat = tat.saturating_sub(cost).max(now_us);
-            (true, 0)
+        let tolerance = if burst > TIME_CAP_US / t {
+            TIME_CAP_US
         } else {
-            let new_tat = tat.saturating_add(cost);
-            let allow_at = new_tat.saturating_sub(tolerance);
-            if now_us < allow_at {
-                (false, allow_at - now_us)
-            } else {
-                self.tat = new_tat;
-                (true, 0)
-            }
+            t * burst
         };
-        let backlog = self.tat.saturating_sub(now_us);
+        // A backlog is never above the cap (a state from elsewhere is clamped like Redis's).
+        let backlog = self.tat.max(now_us).min(now_us + TIME_CAP_US) - now_us;
+        let hits = u64::from(op.hits);
+        let (allowed, retry_after, left) = if op.refund {
+            let left = if hits > backlog / t {
+                0
+            } else {
+                backlog - t * hits
+            };
+            (true, 0, left)
+        } else if backlog <= tolerance && hits <= (tolerance - backlog) / t {
+            (true, 0, backlog + t * hits)
+        } else if hits > (TIME_CAP_US + tolerance - backlog) / t {
+            (false, TIME_CAP_US, backlog)
+        } else {
+            (false, backlog + t * hits - tolerance, backlog)
+        };
+        if allowed {
+            self.tat = now_us + left;
+        }
         let remaining = if allowed {
-            u32::try_from(tolerance.saturating_sub(backlog) / t).unwrap_or(u32::MAX)
+            u32::try_from((tolerance - tolerance.min(left)) / t).unwrap_or(u32::MAX)
         } else {
             0
         };
         Outcome {
             allowed,
             remaining,
-            reset_after: Duration::from_micros(backlog),
+            reset_after: Duration::from_micros(left),
             retry_after: Duration::from_micros(retry_after),
-            used_before,
-            used_after: used(backlog, t, burst),
+            used_before: used(backlog, t, burst),
+            used_after: used(left, t, burst),
             fallback: false,
         }
     }
@@ -148,6 +160,26 @@ mod tests {
         let mut r = op(10, 1, 10, 4);
         r.refund = true;
         assert_eq!(s.decide(t0, &r).remaining, 4);
+    }
+
+    #[test]
+    fn a_bucket_holds_at_most_the_time_cap() {
+        // One token a year: T × burst would be 1.35·10²³ µs; the bucket holds 2⁵⁰ µs (35
+        // tokens), and a wait beyond the cap is reported as the cap.
+        let year = 31_536_000;
+        let mut s = TokenBucket::default();
+        let t0 = Duration::from_secs(100);
+        let o = s.decide(t0, &op(1, year, u32::MAX, 35));
+        assert!(o.allowed);
+        assert_eq!((o.remaining, o.used_after), (0, 35));
+        let o = s.decide(t0, &op(1, year, u32::MAX, 1));
+        assert!(!o.allowed);
+        assert_eq!(
+            o.retry_after,
+            Duration::from_micros(35 * year * 1_000_000 + year * 1_000_000 - TIME_CAP_US)
+        );
+        let o = s.decide(t0, &op(1, year, u32::MAX, u32::MAX));
+        assert_eq!(o.retry_after, Duration::from_micros(TIME_CAP_US));
     }
 
     #[test]

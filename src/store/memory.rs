@@ -257,7 +257,13 @@ impl MemoryStore {
                         .find(|(s, _)| *s == shard_index(hashes[i]))
                         .expect("every touched shard is locked")
                         .1;
-                    self.store_state(table, hashes[i], &ops[i], state, expires_ms, now);
+                    // A new counter is kept if any op of its key charged (not only the first).
+                    let op = ops[i..]
+                        .iter()
+                        .filter(|o| o.key == ops[i].key)
+                        .find(|o| o.hits > 0 && !o.refund)
+                        .unwrap_or(&ops[i]);
+                    self.store_state(table, hashes[i], op, state, expires_ms, now);
                 }
             }
             return outcomes;
@@ -267,7 +273,13 @@ impl MemoryStore {
                 let mut check = ops[i].clone();
                 check.hits = 0;
                 check.refund = false;
-                *outcome = original(&guards, i).decide(now, &check).0;
+                // It fitted: still allowed (a refund, or a charge after a refund of its key,
+                // may fit where a bare check of the stored state would not).
+                *outcome = Outcome {
+                    allowed: true,
+                    retry_after: Duration::ZERO,
+                    ..original(&guards, i).decide(now, &check).0
+                };
             }
         }
         outcomes
