@@ -61,9 +61,9 @@ pub struct RuleInfo<'a> {
     pub detailed_metric: bool,
 }
 
-/// What applies to one descriptor once rules and overrides are resolved.
+/// One descriptor of a request, at any stage: what applies to it, with one `T` per limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effective<'a> {
+pub enum PerDescriptor<'a, T> {
     /// Unknown domain, no matching rule, a whitelist entry, or every limit replaced.
     NoLimit,
     /// `unlimited: true` (or an unlimited override).
@@ -72,21 +72,47 @@ pub enum Effective<'a> {
     Limited {
         /// The matched rule, if any.
         rule: Option<RuleInfo<'a>>,
-        /// The limits.
-        limits: Vec<EffectiveLimit<'a>>,
+        /// One entry per limit.
+        limits: Vec<T>,
     },
 }
 
-/// Per descriptor, before the store has answered.
-#[derive(Debug)]
-enum Planned<'a> {
-    NoLimit,
-    Unlimited,
-    /// Its ops are the next `limits.len()` ops of the plan.
-    Limited {
-        rule: Option<RuleInfo<'a>>,
-        limits: Vec<LimitSpec<'a>>,
-    },
+/// What applies to a descriptor once rules and overrides are resolved.
+pub type Effective<'a> = PerDescriptor<'a, EffectiveLimit<'a>>;
+
+/// A descriptor planned, before the store has answered: its ops are the plan's next
+/// `limits.len()` ops.
+type Planned<'a> = PerDescriptor<'a, LimitSpec<'a>>;
+
+/// A descriptor after the store answered: each limit with its op and outcome.
+pub type Decided<'a> = PerDescriptor<'a, Checked<'a>>;
+
+impl<'a, T> PerDescriptor<'a, T> {
+    /// The rule's `shadow_mode`.
+    pub fn shadow(&self) -> bool {
+        self.rule().is_some_and(|r| r.shadow)
+    }
+
+    /// The rule's `quota_mode`.
+    pub fn quota(&self) -> bool {
+        self.rule().is_some_and(|r| r.quota)
+    }
+
+    /// The matched rule.
+    pub fn rule(&self) -> Option<&RuleInfo<'a>> {
+        match self {
+            PerDescriptor::Limited { rule, .. } => rule.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// One entry per limit (empty without limits).
+    pub fn limits(&self) -> &[T] {
+        match self {
+            PerDescriptor::Limited { limits, .. } => limits,
+            _ => &[],
+        }
+    }
 }
 
 /// Everything a request asks of the store.
@@ -120,47 +146,10 @@ pub struct Checked<'a> {
     pub outcome: Outcome,
 }
 
-/// One descriptor after the store answered.
-#[derive(Debug, Clone)]
-pub enum Decided<'a> {
-    /// Nothing limits it.
-    NoLimit,
-    /// `unlimited`.
-    Unlimited,
-    /// Its limits, each with its outcome.
-    Limited {
-        /// The matched rule, if any.
-        rule: Option<RuleInfo<'a>>,
-        /// In rule order; never empty.
-        checks: Vec<Checked<'a>>,
-    },
-}
-
 impl<'a> Decided<'a> {
-    /// The rule's `shadow_mode`.
-    pub fn shadow(&self) -> bool {
-        matches!(self, Decided::Limited { rule: Some(r), .. } if r.shadow)
-    }
-
-    /// The rule's `quota_mode`.
-    pub fn quota(&self) -> bool {
-        matches!(self, Decided::Limited { rule: Some(r), .. } if r.quota)
-    }
-
-    /// The matched rule.
-    pub fn rule(&self) -> Option<&RuleInfo<'a>> {
-        match self {
-            Decided::Limited { rule, .. } => rule.as_ref(),
-            _ => None,
-        }
-    }
-
     /// The limits with their outcomes (empty without limits).
     pub fn checks(&self) -> &[Checked<'a>] {
-        match self {
-            Decided::Limited { checks, .. } => checks,
-            _ => &[],
-        }
+        self.limits()
     }
 
     /// The check that speaks for the descriptor: the one nearest its limit (a denying one
@@ -236,7 +225,7 @@ impl<'a> Plan<'a> {
                 Planned::Unlimited => Decided::Unlimited,
                 Planned::Limited { rule, limits } => Decided::Limited {
                     rule,
-                    checks: limits
+                    limits: limits
                         .into_iter()
                         .zip(pairs.by_ref())
                         .map(|(limit, (op, outcome))| Checked { limit, op, outcome })
