@@ -6,7 +6,7 @@ use crate::authz::check::AuthzService;
 use crate::authz::Authz;
 use crate::clock::{Clock, SystemClock};
 use crate::overrides::registry::Overrides;
-use crate::rules::{RuleError, Rules};
+use crate::rules::{LoadError, RuleError, Rules};
 use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
 use crate::settings::{Backend, Settings};
@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorizati
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,14 +104,27 @@ impl Server {
         let admin_token = settings
             .admin_token()
             .map_err(|e| ServeError::Admin(e.to_string()))?;
-        let rules = Rules::load_dir(&settings.rules_dir)?;
-        let authz = if settings.authz_keys.is_empty() {
-            None
-        } else {
-            Some(Arc::new(Authz::load(
-                Path::new(&settings.authz_config),
-                Path::new(&settings.authz_keys),
-            )?))
+        // Read and parsed on the blocking pool: a slow disk or a big file never holds a worker.
+        let (rules, authz) = {
+            let dir = settings.rules_dir.clone();
+            let cap = settings.rules_max_file_bytes;
+            let authz_files = (!settings.authz_keys.is_empty()).then(|| {
+                (
+                    PathBuf::from(&settings.authz_config),
+                    PathBuf::from(&settings.authz_keys),
+                )
+            });
+            tokio::task::spawn_blocking(move || -> Result<_, RuleError> {
+                let rules =
+                    Rules::load_dir_capped(&dir, cap).map_err(LoadError::into_rule_error)?;
+                let authz = match authz_files {
+                    None => None,
+                    Some((config, keys)) => Some(Arc::new(Authz::load(&config, &keys, cap)?)),
+                };
+                Ok((rules, authz))
+            })
+            .await
+            .map_err(|e| ServeError::Store(format!("loading the configuration panicked: {e}")))??
         };
         tracing::info!(
             dir = %settings.rules_dir.display(),
@@ -228,8 +241,12 @@ impl Server {
             let _ = admin_stopped.wait_for(|stop| *stop).await;
         }));
         tracing::info!("listening http={http_addr}");
-        let reloader = crate::rules::reload::Reloader::new(&settings.rules_dir, rules)
-            .spawn(Duration::from_millis(settings.rules_poll_ms));
+        let reloader = crate::rules::reload::Reloader::new(
+            &settings.rules_dir,
+            rules,
+            settings.rules_max_file_bytes,
+        )
+        .spawn(Duration::from_millis(settings.rules_poll_ms));
         let authz_reloader = authz
             .as_ref()
             .map(|a| a.spawn_reload(Duration::from_millis(settings.rules_poll_ms)));
