@@ -18,6 +18,7 @@
 //! - [`overrides`]: operators' temporary limits, consulted by the plan after the rules, shared
 //!   between replicas through Redis.
 //! - [`store`]: where counters live; [`store::memory`] is the embedded default.
+//! - [`net`]: connection deadlines (first request, idle) and accept-error handling, both ports.
 //! - [`clock`]: injectable time; [`secret`]: constant-time comparison of secrets.
 //! - [`settings`]: flags, `SLUICE_*` environment and settings file, validated once.
 //! - [`telemetry`]: logs, spans, optional OTLP export.
@@ -28,6 +29,7 @@ pub mod admin;
 pub mod authz;
 pub mod clock;
 pub mod limiter;
+pub mod net;
 pub mod overrides;
 pub mod rules;
 pub mod secret;
