@@ -18,12 +18,13 @@
 
 pub mod track;
 
+use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -53,6 +54,10 @@ pub struct Activity {
     requests: AtomicU64,
     /// When a request last started or finished, in ms since `accepted`.
     last_ms: AtomicU64,
+    /// The connection task's waker from its last read: woken when the last request ends so
+    /// the read re-arms the timer to the idle deadline (an idle HTTP/1 connection's read is
+    /// parked since before the request, and nothing else would wake it).
+    waker: Mutex<Option<Waker>>,
 }
 
 impl Activity {
@@ -62,6 +67,7 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
+            waker: Mutex::new(None),
         })
     }
 
@@ -78,17 +84,17 @@ impl Activity {
         RequestGuard(Arc::clone(self))
     }
 
-    /// `Some(when to look again)`, or `None` if the connection is past its deadline.
-    fn next_check(&self, now: Instant, t: Timeouts) -> Option<Instant> {
+    /// When the connection expires, or `None` while a request is in flight (it cannot expire
+    /// then). Changes only when a request starts or ends.
+    fn expiry(&self, t: Timeouts) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return Some(now + t.idle);
+            return None;
         }
-        let deadline = if self.requests.load(Ordering::Relaxed) == 0 {
+        Some(if self.requests.load(Ordering::Relaxed) == 0 {
             self.accepted + t.header_read
         } else {
             self.accepted + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + t.idle
-        };
-        (now < deadline).then_some(deadline)
+        })
     }
 }
 
@@ -99,7 +105,11 @@ pub struct RequestGuard(Arc<Activity>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.touch();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(waker) = self.0.waker.lock().as_ref() {
+                waker.wake_by_ref();
+            }
+        }
     }
 }
 
@@ -139,16 +149,42 @@ impl<IO> Guarded<IO> {
         Arc::clone(&self.activity)
     }
 
-    /// Whether a deadline has passed (re-arming the timer, and registering `cx`, if not).
+    /// Whether a deadline has passed; if not, the timer is armed for the current one (the
+    /// first-request deadline, or the idle deadline since the last request ended) and `cx`
+    /// registered with it (and with the activity, for a request's end to wake this task).
     fn past_deadline(&mut self, cx: &mut Context<'_>) -> bool {
-        while !self.expired && self.timer.as_mut().poll(cx).is_ready() {
-            match self.activity.next_check(Instant::now(), self.timeouts) {
-                Some(next) => self.timer.as_mut().reset(next),
-                None => {
+        // The read that fetched a request may already be parked when the request ends (HTTP/1
+        // does not read again by itself): the request's end wakes this task through here.
+        {
+            let mut parked = self.activity.waker.lock();
+            if !parked.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *parked = Some(cx.waker().clone());
+            }
+        }
+        while !self.expired {
+            let now = Instant::now();
+            let armed = self.timer.deadline();
+            let target = match self.activity.expiry(self.timeouts) {
+                Some(at) if now >= at => {
                     self.expired = true;
                     metrics::counter!("sluice_connections_timed_out_total").increment(1);
-                    tracing::debug!("closing a connection past its header-read or idle deadline");
+                    tracing::debug!("closing a connection past its first-request or idle deadline");
+                    break;
                 }
+                Some(at) => at,
+                None => {
+                    if armed > now {
+                        armed
+                    } else {
+                        now + self.timeouts.idle
+                    }
+                }
+            };
+            if armed != target {
+                self.timer.as_mut().reset(target);
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                break;
             }
         }
         self.expired
