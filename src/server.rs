@@ -124,7 +124,13 @@ impl Server {
                 Ok((rules, authz))
             })
             .await
-            .map_err(|e| ServeError::Store(format!("loading the configuration panicked: {e}")))??
+            .map_err(|e| {
+                ServeError::Rules(RuleError {
+                    file: settings.rules_dir.display().to_string(),
+                    path: String::new(),
+                    reason: format!("loading the configuration failed: {e}"),
+                })
+            })??
         };
         tracing::info!(
             dir = %settings.rules_dir.display(),

@@ -1,5 +1,6 @@
-//! Bytes that are not a `RateLimitRequest` get `INVALID_ARGUMENT` naming the problem (not
-//! `INTERNAL`), and the server keeps serving.
+//! Bytes that are not the request message get `INVALID_ARGUMENT` naming the problem (not
+//! `INTERNAL`), on both decision services (ShouldRateLimit, ext_authz Check), and the server
+//! keeps serving.
 
 mod support;
 
