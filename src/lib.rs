@@ -24,6 +24,7 @@
 //! - [`keys`]: every counter key, escaped so no value can forge another's, bounded in length.
 //! - [`store`]: where counters live ([`store::Store`]) and where overrides are shared
 //!   ([`store::OverrideMedium`]); [`store::memory`] is the embedded default.
+//! - [`net`]: connection deadlines (first request, idle) and accept-error handling, both ports.
 //! - [`clock`]: injectable time; [`secret`]: constant-time comparison of secrets.
 //! - [`settings`]: flags, `SLUICE_*` environment and settings file, validated once.
 //! - [`telemetry`]: logs, spans, optional OTLP export.
@@ -37,6 +38,7 @@ pub mod effective;
 pub mod engine;
 pub mod keys;
 pub mod limiter;
+pub mod net;
 pub mod overrides;
 pub mod request;
 pub mod rules;

@@ -10,6 +10,9 @@ use std::process::ExitCode;
 /// Exit status for a bad flag or setting (EX_USAGE).
 const EXIT_USAGE: u8 = 64;
 
+/// How long the runtime waits for blocking-pool tasks once serving has stopped.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let env = std::env::vars().collect();
     let settings = match settings::parse(std::env::args_os(), &env) {
@@ -44,6 +47,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(serve(*settings));
     drop(telemetry);
+    // A blocking-pool task (a configuration read stuck on a dead NFS mount, say) must not keep
+    // the process alive: dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -5,10 +5,13 @@ use crate::admin::{AdminState, Auth};
 use crate::authz::check::AuthzService;
 use crate::authz::Authz;
 use crate::clock::{Clock, SystemClock};
+use crate::net::track::Tracked;
+use crate::net::Timeouts;
 use crate::overrides::registry::Overrides;
-use crate::rules::{RuleError, Rules};
+use crate::rules::{LoadError, RuleError, Rules};
 use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
+use crate::service::strict::{Check, ShouldRateLimit, StrictServer};
 use crate::settings::{Backend, Settings};
 use crate::store::fallback::BreakerConfig;
 use crate::store::memory::MemoryStore;
@@ -16,16 +19,13 @@ use crate::store::redis::{FallbackConfig, RedisConfig, RedisStore};
 use crate::store::redis_conn::Topology;
 use crate::store::{Storage, Store};
 use arc_swap::ArcSwap;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 /// The descriptor set of the vendored protos, built by `build.rs`.
@@ -104,14 +104,33 @@ impl Server {
         let admin_token = settings
             .admin_token()
             .map_err(|e| ServeError::Admin(e.to_string()))?;
-        let rules = Rules::load_dir(&settings.rules_dir)?;
-        let authz = if settings.authz_keys.is_empty() {
-            None
-        } else {
-            Some(Arc::new(Authz::load(
-                Path::new(&settings.authz_config),
-                Path::new(&settings.authz_keys),
-            )?))
+        // Read and parsed on the blocking pool: a slow disk or a big file never holds a worker.
+        let (rules, authz) = {
+            let dir = settings.rules_dir.clone();
+            let cap = settings.rules_max_file_bytes;
+            let authz_files = (!settings.authz_keys.is_empty()).then(|| {
+                (
+                    PathBuf::from(&settings.authz_config),
+                    PathBuf::from(&settings.authz_keys),
+                )
+            });
+            tokio::task::spawn_blocking(move || -> Result<_, RuleError> {
+                let rules =
+                    Rules::load_dir_capped(&dir, cap).map_err(LoadError::into_rule_error)?;
+                let authz = match authz_files {
+                    None => None,
+                    Some((config, keys)) => Some(Arc::new(Authz::load(&config, &keys, cap)?)),
+                };
+                Ok((rules, authz))
+            })
+            .await
+            .map_err(|e| {
+                ServeError::Rules(RuleError {
+                    file: settings.rules_dir.display().to_string(),
+                    path: String::new(),
+                    reason: format!("loading the configuration failed: {e}"),
+                })
+            })??
         };
         tracing::info!(
             dir = %settings.rules_dir.display(),
@@ -231,12 +250,24 @@ impl Server {
             auth,
             draining: Arc::clone(&draining),
         };
-        let admin = tokio::spawn(crate::admin::serve(http, state, async move {
-            let _ = admin_stopped.wait_for(|stop| *stop).await;
-        }));
+        let admin = tokio::spawn(crate::admin::serve(
+            http,
+            state,
+            crate::admin::Limits {
+                timeouts: timeouts(&settings),
+                max_request_bytes: settings.max_request_bytes,
+            },
+            async move {
+                let _ = admin_stopped.wait_for(|stop| *stop).await;
+            },
+        ));
         tracing::info!("listening http={http_addr}");
-        let reloader = crate::rules::reload::Reloader::new(&settings.rules_dir, rules)
-            .spawn(Duration::from_millis(settings.rules_poll_ms));
+        let reloader = crate::rules::reload::Reloader::new(
+            &settings.rules_dir,
+            rules,
+            settings.rules_max_file_bytes,
+        )
+        .spawn(Duration::from_millis(settings.rules_poll_ms));
         let authz_reloader = authz
             .as_ref()
             .map(|a| a.spawn_reload(Duration::from_millis(settings.rules_poll_ms)));
@@ -320,11 +351,15 @@ async fn serve<S: Store>(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
+    let max_request_bytes = settings.max_request_bytes;
     let authz_service = authz.map(|authz| {
-        AuthorizationServer::new(AuthzService {
-            limiter: Arc::clone(&limiter),
-            authz,
-        })
+        StrictServer::new(
+            Check(Arc::new(AuthzService {
+                limiter: Arc::clone(&limiter),
+                authz,
+            })),
+            max_request_bytes,
+        )
     });
     // Both versions: grpcurl 1.8 speaks only v1alpha.
     let reflection_v1 = reflection()
@@ -353,16 +388,20 @@ async fn serve<S: Store>(
         addr: settings.grpc_addr,
         source,
     })?;
-    // `Server::tcp_nodelay` only applies to listeners tonic binds itself; without it Nagle
-    // and delayed ACKs add 40 ms stalls to small responses.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let incoming = crate::net::incoming(listener, timeouts(settings));
     tracing::info!("listening grpc={addr}");
     let serving = tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(RateLimitServiceServer::new(RlsService(limiter)))
-        .add_optional_service(authz_service)
+        // Half-open connections: a peer that stops answering PINGs is dropped.
+        .http2_keepalive_interval(Some(Duration::from_millis(settings.keepalive_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(settings.keepalive_timeout_ms)))
+        .add_service(Tracked(health))
+        .add_service(Tracked(reflection_v1))
+        .add_service(Tracked(reflection_v1alpha))
+        .add_service(Tracked(StrictServer::new(
+            ShouldRateLimit(Arc::new(RlsService(limiter))),
+            max_request_bytes,
+        )))
+        .add_optional_service(authz_service.map(Tracked))
         .serve_with_incoming_shutdown(incoming, drain);
     // A client that keeps an idle connection open must not hold the process forever.
     let deadline = async {
@@ -378,6 +417,14 @@ async fn serve<S: Store>(
     };
     tracing::info!("stopped");
     Ok(result?)
+}
+
+/// The connection deadlines both ports enforce.
+pub fn timeouts(settings: &Settings) -> Timeouts {
+    Timeouts {
+        header_read: Duration::from_millis(settings.header_read_timeout_ms),
+        idle: Duration::from_millis(settings.idle_timeout_ms),
+    }
 }
 
 /// Reflection over the vendored Envoy protos and the health service.

@@ -13,9 +13,12 @@
 pub mod control;
 pub mod json;
 
+use crate::net::track::{self, Tracker};
+use crate::net::{GuardedListener, Timeouts};
 use crate::secret::constant_time_eq;
 use crate::service::rls::RateLimiter;
 use crate::store::Storage;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -202,10 +205,22 @@ pub struct AdminState<S> {
     pub draining: Arc<AtomicBool>,
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` completes.
+/// Bounds on the HTTP port's connections and request bodies.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// First-request and idle deadlines (see [`crate::net`]).
+    pub timeouts: Timeouts,
+    /// `max_request_bytes`: a larger body (e.g. on `/json`) is 413 before it is buffered.
+    pub max_request_bytes: usize,
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes. Connections are held
+/// to `limits.timeouts`, bodies to `limits.max_request_bytes`, and accept errors (EMFILE)
+/// never end or spin the loop.
 pub async fn serve<S: Storage>(
     listener: TcpListener,
     state: AdminState<S>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let handle = prometheus();
@@ -247,10 +262,16 @@ pub async fn serve<S: Storage>(
         )
         .route("/admin/usage", post(control::usage::<S>))
         .route("/admin/reset", post(control::reset::<S>))
-        .with_state(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(axum::middleware::from_fn(track::axum_track));
+    let listener = GuardedListener::new(listener, limits.timeouts);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<Tracker>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 #[cfg(test)]

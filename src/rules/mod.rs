@@ -4,11 +4,13 @@
 //! - [`unit`]: time units.
 //! - [`model`]: the validated tree (domains, nodes, limits, wildcard patterns).
 //! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors.
+//! - [`read`]: reading files safely (regular files only, never blocking, size-capped).
 //! - [`reload`]: hot reload (poll + SIGHUP), keeping the last good rules on error.
 //! - this module: [`Rules`] (all domains of a directory) and [`Rules::lookup`].
 
 pub mod model;
 pub mod parse;
+pub mod read;
 pub mod reload;
 /// Units belong to the limiter; re-exported where the rule format always found them.
 pub use crate::limiter::unit;
@@ -36,6 +38,42 @@ impl fmt::Display for RuleError {
             write!(f, "{}: {}", self.file, self.reason)
         } else {
             write!(f, "{}: {}: {}", self.file, self.path, self.reason)
+        }
+    }
+}
+
+/// Why loading a rule directory failed: the operating system (retry later, the files may be
+/// fine) or the files themselves (an invalid change, rejected until the files change).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// Listing the directory or reading a file failed (EMFILE, EACCES, EIO, a file removed
+    /// mid-swap): not counted as `config_load_error`; the reloader retries at the next poll.
+    #[error("{0}")]
+    Io(RuleError),
+    /// A file is invalid: unparsable, too big, not UTF-8, or not a regular file at read time.
+    #[error("{0}")]
+    Invalid(RuleError),
+}
+
+impl LoadError {
+    /// The file, path and reason, whichever kind this is.
+    pub fn into_rule_error(self) -> RuleError {
+        match self {
+            LoadError::Io(e) | LoadError::Invalid(e) => e,
+        }
+    }
+
+    /// A file's read error, classified.
+    pub fn from_read(path: &Path, e: read::ReadError) -> LoadError {
+        let err = RuleError {
+            file: path.display().to_string(),
+            path: String::new(),
+            reason: e.to_string(),
+        };
+        if e.is_io() {
+            LoadError::Io(err)
+        } else {
+            LoadError::Invalid(err)
         }
     }
 }
@@ -85,19 +123,29 @@ impl Rules {
 
     /// Loads every rule file in `dir`: one domain per file. Names starting with `.` (including
     /// a ConfigMap's `..data` and `..2024_…` entries) and directories are skipped; symlinks are
-    /// followed, so a ConfigMap mount works as is.
+    /// followed, so a ConfigMap mount works as is. Files are capped at the default
+    /// [`read::DEFAULT_MAX_FILE_BYTES`]; blocking (see [`Rules::load_dir_capped`]).
     pub fn load_dir(dir: &Path) -> Result<Rules, RuleError> {
+        Rules::load_dir_capped(dir, read::DEFAULT_MAX_FILE_BYTES)
+            .map_err(LoadError::into_rule_error)
+    }
+
+    /// [`Rules::load_dir`] with a per-file size cap, telling I/O failures from invalid files.
+    /// FIFOs, sockets and devices are skipped with a warning and never opened for a blocking
+    /// read; a file bigger than `max_file_bytes` is invalid. Blocking: run it on the blocking
+    /// pool.
+    pub fn load_dir_capped(dir: &Path, max_file_bytes: u64) -> Result<Rules, LoadError> {
         let mut parsed = Vec::new();
         for path in rule_files(dir)? {
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(&path).map_err(|e| RuleError {
-                file: file.clone(),
-                path: String::new(),
-                reason: format!("cannot read file: {e}"),
-            })?;
-            parsed.push((file.clone(), parse::parse_domain(&file, &text)?));
+            let text = read::read_capped(&path, max_file_bytes)
+                .map_err(|e| LoadError::from_read(&path, e))?;
+            parsed.push((
+                file.clone(),
+                parse::parse_domain(&file, &text).map_err(LoadError::Invalid)?,
+            ));
         }
-        Rules::from_domains(parsed)
+        Rules::from_domains(parsed).map_err(LoadError::Invalid)
     }
 
     /// The domain named `name`.
@@ -203,12 +251,14 @@ impl Rules {
     }
 }
 
-/// The files of a rule directory that hold rules, sorted by name.
-fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
-    let dir_err = |reason: String| RuleError {
-        file: dir.display().to_string(),
-        path: String::new(),
-        reason,
+/// The files of a rule directory that hold rules, sorted by name. Only metadata is read here.
+fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let dir_err = |reason: String| {
+        LoadError::Io(RuleError {
+            file: dir.display().to_string(),
+            path: String::new(),
+            reason,
+        })
     };
     let entries =
         std::fs::read_dir(dir).map_err(|e| dir_err(format!("cannot read rule directory: {e}")))?;
@@ -222,7 +272,13 @@ fn rule_files(dir: &Path) -> Result<Vec<PathBuf>, RuleError> {
         // `metadata` follows symlinks: a ConfigMap's `config.yaml -> ..data/config.yaml`.
         match std::fs::metadata(&path) {
             Ok(meta) if meta.is_file() => files.push(path),
-            Ok(_) => {}
+            Ok(meta) if meta.is_dir() => {}
+            // A FIFO would block a read forever, `/dev/zero` would never end: never read them.
+            Ok(meta) => tracing::warn!(
+                file = %path.display(),
+                kind = read::kind(meta.file_type()),
+                "skipping a rule directory entry that is not a regular file"
+            ),
             // A dangling symlink mid-swap: skip it; the next reload sees the new target.
             Err(_) => {}
         }

@@ -6,6 +6,7 @@
 pub mod envoy;
 pub mod http;
 pub mod process;
+pub mod raw_grpc;
 pub mod redis;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{

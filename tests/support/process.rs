@@ -106,6 +106,22 @@ impl SluiceProcess {
     }
 }
 
+impl SluiceProcess {
+    /// SIGTERM, then waits at most `limit` for it to exit; `false` if it is still running.
+    pub fn terminate_within(&mut self, limit: Duration) -> bool {
+        self.signal("-TERM");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                std::thread::sleep(Duration::from_millis(100));
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
 impl Drop for SluiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
