@@ -244,6 +244,7 @@ async fn allow_and_deny_policies() {
                 policy,
                 ..Default::default()
             },
+            local_max_keys: 1000,
         })
         .await
         .expect("connect");

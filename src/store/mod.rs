@@ -9,6 +9,7 @@ pub mod memory;
 pub mod redis;
 pub mod redis_conn;
 pub mod ring;
+pub mod shard;
 
 use crate::limiter::{Op, Outcome};
 use std::future::Future;
@@ -20,6 +21,11 @@ pub enum StoreError {
     /// The backing service did not answer in time or at all.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backing service answered this request with an error (a Redis script error,
+    /// `WRONGTYPE`, `OOM`…): the request's own failure, not the service's, so it fails alone
+    /// (gRPC `INTERNAL`) and no circuit breaker counts it.
+    #[error("store refused the request: {0}")]
+    Rejected(String),
 }
 
 /// Where counters live.
