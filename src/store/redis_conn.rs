@@ -94,9 +94,9 @@ fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
         .set_response_timeout(Some(health_deadline(timeout)))
-        .set_number_of_retries(1)
-        // A reconnect that fails is retried soon: a restarted node is reached quickly.
-        .set_min_delay(Duration::from_millis(10))
+        // One connection attempt per reconnect: a dead node fails the calls waiting on it at
+        // once (a node failure, not a timeout); the breaker's prober retries at its own pace.
+        .set_number_of_retries(0)
 }
 
 /// Makes sure rustls has its process-wide crypto provider (idempotent).
