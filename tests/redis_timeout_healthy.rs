@@ -16,7 +16,7 @@ use std::time::Duration;
 use support::redis::RedisServer;
 
 /// Ops per request: far more work than the 1 ms deadline allows (a few ms of Lua), far less
-/// than the confirming PING's 50 ms.
+/// than the confirming PING's 100 ms.
 const OPS: usize = 500;
 const PERIOD: u64 = 3_600;
 /// 1 000 000 s since the epoch: the fixed window's key is `hot_<window>`.
@@ -73,7 +73,7 @@ async fn a_slow_call_on_a_healthy_node_is_neither_a_failure_nor_charged_twice() 
         // The script still runs; wait for it (a command queues behind it on the node).
         assert!(node.command("PING").starts_with("+PONG"));
     }
-    // Let the confirming PINGs finish (each has 50 ms).
+    // Let the confirming PINGs finish (each has 100 ms).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(store.shard_state(0), Some(State::Closed), "healthy node");
 

@@ -4,6 +4,7 @@
 //! - [`memory`]: the embedded store (default): sharded maps in this process.
 //! - [`redis`]: counters in Redis, sharded over nodes by [`ring`], one script call per shard.
 
+pub mod breaker;
 pub mod fallback;
 pub mod memory;
 pub mod redis;

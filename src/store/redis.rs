@@ -22,7 +22,7 @@
 use crate::clock::{Clock, SystemClock};
 use crate::limiter::{Op, Outcome};
 use crate::rules::model::Algorithm;
-use crate::store::fallback::{local_share, BreakerConfig, FailurePolicy, Route, State};
+use crate::store::fallback::{BreakerConfig, FailurePolicy, Fallback, Route, State};
 use crate::store::memory::MemoryStore;
 use crate::store::redis_conn::{self, Conn, Topology};
 use crate::store::ring::ShardRing;
@@ -105,11 +105,9 @@ pub struct RedisStore {
     atomic: bool,
     /// In a Redis Cluster counter keys carry a `{hash tag}` and calls are grouped by slot.
     cluster: bool,
-    /// See [`RedisConfig::fallback`].
-    fallback: FallbackConfig,
-    /// Counters decided locally while their shard is away (not written back when it is back:
-    /// see README, "When Redis fails"); all-or-nothing when `atomic`, swept by `tasks`.
-    local: Arc<MemoryStore>,
+    /// Decides for shards that cannot be asked (the policy and the local counters, swept by
+    /// one of `tasks`).
+    fallback: Arc<Fallback>,
     /// Each shard's prober and the local fallback's sweeper; aborted when the store is dropped.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -171,21 +169,24 @@ impl RedisStore {
         }
         let ring = ShardRing::new(&shards.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
         let shards: Vec<Arc<Shard>> = shards.into_iter().map(Arc::new).collect();
-        let local = Arc::new(
-            MemoryStore::new(
-                config
-                    .clock
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(SystemClock)),
-                config.local_max_keys,
-            )
-            .all_or_nothing(config.atomic),
-        );
+        let local = MemoryStore::new(
+            config
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock)),
+            config.local_max_keys,
+        )
+        .all_or_nothing(config.atomic);
+        let fallback = Arc::new(Fallback::new(
+            config.fallback.policy,
+            config.fallback.replicas,
+            local,
+        ));
         let mut tasks: Vec<JoinHandle<()>> = shards
             .iter()
             .map(|s| tokio::spawn(shard::watch(Arc::clone(s))))
             .collect();
-        tasks.push(tokio::spawn(sweep_local(Arc::clone(&local))));
+        tasks.push(tokio::spawn(Arc::clone(&fallback).sweep(LOCAL_SWEEP)));
         Ok(RedisStore {
             shards,
             ring,
@@ -195,8 +196,7 @@ impl RedisStore {
             clock: config.clock.clone(),
             atomic: config.atomic,
             cluster: config.topology == Topology::Cluster,
-            fallback: config.fallback,
-            local,
+            fallback,
             tasks,
         })
     }
@@ -208,7 +208,7 @@ impl RedisStore {
 
     /// Live counters in the local fallback (expired ones included until swept).
     pub fn local_keys(&self) -> usize {
-        self.local.len()
+        self.fallback.local_keys()
     }
 
     /// Number of shards.
@@ -288,9 +288,8 @@ impl RedisStore {
         }
     }
 
-    /// Decides ops of an unavailable shard by the failure policy. With `charge` false (the
-    /// call may still run on Redis) nothing is written locally: `local` admits an op if its
-    /// hits would fit the local counter, as a check.
+    /// Decides ops of a shard that cannot be asked; `charge` false when the call may still
+    /// run on Redis (see [`Fallback::decide`]).
     fn fall_back(
         &self,
         s: &Shard,
@@ -299,62 +298,8 @@ impl RedisStore {
         mode: Mode,
         charge: bool,
     ) -> Vec<Outcome> {
-        let policy = self.fallback.policy;
-        metrics::counter!("sluice_fallback_decisions_total", "shard" => s.name.clone(), "policy" => policy.name())
-            .increment(idx.len() as u64);
-        let fixed = |allowed: bool| Outcome {
-            allowed,
-            fallback: true,
-            ..Outcome::default()
-        };
-        match policy {
-            FailurePolicy::Allow => idx.iter().map(|_| fixed(true)).collect(),
-            FailurePolicy::Deny => idx.iter().map(|_| fixed(false)).collect(),
-            // A cross-shard probe must not charge; the commit that follows decides locally.
-            FailurePolicy::Local if mode == Mode::Probe => {
-                idx.iter().map(|_| fixed(true)).collect()
-            }
-            FailurePolicy::Local => {
-                let replicas = self.fallback.replicas;
-                let share: Vec<Op> = idx
-                    .iter()
-                    .map(|&i| {
-                        let op = &ops[i];
-                        Op {
-                            requests_per_unit: local_share(op.requests_per_unit, replicas),
-                            burst: local_share(op.burst, replicas),
-                            hits: if charge { op.hits } else { 0 },
-                            refund: charge && op.refund,
-                            ..op.clone()
-                        }
-                    })
-                    .collect();
-                let decided = self.local.apply_now(&share);
-                decided
-                    .into_iter()
-                    .zip(idx)
-                    .map(|(o, &i)| {
-                        let op = &ops[i];
-                        if charge || op.refund {
-                            return Outcome {
-                                fallback: true,
-                                ..o
-                            };
-                        }
-                        // A check: the hits would fit if `remaining` covers them.
-                        let fits = o.allowed && o.remaining >= op.hits;
-                        Outcome {
-                            allowed: fits,
-                            remaining: if fits { o.remaining - op.hits } else { 0 },
-                            retry_after: if fits { Duration::ZERO } else { o.reset_after },
-                            used_after: o.used_before + u64::from(op.hits),
-                            fallback: true,
-                            ..o
-                        }
-                    })
-                    .collect()
-            }
-        }
+        self.fallback
+            .decide(&s.name, ops, idx, mode == Mode::Probe, charge)
     }
 
     /// One script call to one shard within `budget`.
@@ -498,7 +443,7 @@ impl Store for RedisStore {
     }
 
     async fn reset(&self, ops: &[Op]) -> Result<(), StoreError> {
-        self.local.remove(ops);
+        self.fallback.remove(ops);
         let groups = if self.shards.len() == 1 && !self.cluster {
             vec![(0, (0..ops.len()).collect())]
         } else {
@@ -555,19 +500,6 @@ impl Drop for RedisStore {
     fn drop(&mut self) {
         for t in &self.tasks {
             t.abort();
-        }
-    }
-}
-
-/// Drops the local fallback's expired counters every [`LOCAL_SWEEP`]; the work is bounded by
-/// its size (`local_max_keys`) and skipped while it is empty (Redis healthy).
-async fn sweep_local(local: Arc<MemoryStore>) {
-    let mut tick = tokio::time::interval(LOCAL_SWEEP);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if !local.is_empty() {
-            local.sweep();
         }
     }
 }

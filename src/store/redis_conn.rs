@@ -79,12 +79,12 @@ impl Conn {
     }
 }
 
-/// How long a health `PING` may take for a call deadline of `timeout` (5 × the deadline,
-/// within 50 ms ..= 1 s). A `PING` queues behind every script before it on the node, so it
+/// How long a health `PING` may take for a call deadline of `timeout` (10 × the deadline,
+/// within 100 ms ..= 1 s). A `PING` queues behind every script before it on the node, so it
 /// must outlast a script that merely missed its call's deadline, yet stay short enough that a
 /// frozen node is recognised promptly.
 pub fn health_deadline(timeout: Duration) -> Duration {
-    (timeout * 5).clamp(Duration::from_millis(50), Duration::from_secs(1))
+    (timeout * 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
 }
 
 /// Connection settings shared by every topology. Each call's own deadline is enforced by the
