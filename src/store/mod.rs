@@ -24,7 +24,7 @@ pub enum StoreError {
     Unavailable(String),
     /// The backing service answered this request with an error (a Redis script error,
     /// `WRONGTYPE`, `OOM`…): the request's own failure, not the service's, so it fails alone
-    /// (gRPC `INTERNAL`) and no circuit breaker counts it.
+    /// (gRPC `INTERNAL`) and never counts as a circuit-breaker failure.
     #[error("store refused the request: {0}")]
     Rejected(String),
 }

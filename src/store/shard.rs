@@ -2,11 +2,11 @@
 //!
 //! A failed call is classified ([`classify`]) before it reaches the shard's breaker:
 //! - **the node failed** (refused, reset, I/O error; `LOADING`, `MASTERDOWN`, `READONLY`,
-//!   `TRYAGAIN`, `CLUSTERDOWN`, `BUSY`, `MISCONF` replies: the node cannot serve): a breaker
-//!   failure, and the call is decided by the failure policy;
+//!   `TRYAGAIN`, `CLUSTERDOWN`, `BUSY`, `MISCONF`, `NOREPLICAS` replies: the node cannot
+//!   serve): a breaker failure, and the call is decided by the failure policy;
 //! - **the request failed** (any other error reply: a script error, `WRONGTYPE`, `OOM`…; or an
-//!   answer of the wrong shape): Redis is alive and answered, so the breaker does not count it;
-//!   the request alone gets [`StoreError::Rejected`];
+//!   answer of the wrong shape): Redis is alive and answered, so the breaker records an answer,
+//!   never a failure; the request alone gets [`StoreError::Rejected`];
 //! - **no answer in time**: the call may still run on Redis, so it must not be charged again
 //!   locally, and a timeout alone does not prove the node is down (a request too big for its
 //!   deadline is not). A `PING` off the request path ([`Shard::timed_out`]) decides: timeouts
@@ -15,7 +15,7 @@
 //! While the breaker is open, [`watch`] probes the node with `PING` every interval and closes
 //! the breaker as soon as it answers; requests never wait on it.
 
-use crate::store::fallback::{Breaker, BreakerConfig};
+use crate::store::breaker::{Breaker, BreakerConfig};
 use crate::store::redis_conn::Conn;
 use crate::store::StoreError;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
@@ -45,7 +45,7 @@ impl From<Fault> for StoreError {
 }
 
 /// Error-reply codes that mean the node cannot serve right now, whatever the request.
-const NODE_CODES: [&str; 4] = ["BUSY", "MISCONF", "NOREPLICAS", "UNBLOCKED"];
+const NODE_CODES: [&str; 3] = ["BUSY", "MISCONF", "NOREPLICAS"];
 
 /// Classifies an error from shard `name`.
 pub fn classify(name: &str, e: &RedisError) -> Fault {
