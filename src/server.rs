@@ -316,6 +316,7 @@ async fn connect_redis(settings: &Settings) -> Result<RedisStore, ServeError> {
             .map_err(|e| ServeError::Store(e.to_string()))?,
         clock: None,
         atomic: settings.atomic_admission,
+        local_max_keys: settings.memory_max_keys,
         fallback: FallbackConfig {
             policy: settings.fallback,
             replicas: settings.fallback_replicas,

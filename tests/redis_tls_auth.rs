@@ -156,6 +156,7 @@ fn config(url: String, ca: &Path) -> RedisConfig {
         atomic: false,
         clock: None,
         fallback: Default::default(),
+        local_max_keys: 1_000_000,
     }
 }
 

@@ -109,6 +109,7 @@ async fn memory_and_redis_agree_for_every_algorithm() {
             clock: Some(clock.clone()),
             atomic: false,
             fallback: Default::default(),
+            local_max_keys: 1_000_000,
         })
         .await
         .expect("connect");
@@ -141,6 +142,7 @@ async fn one_script_call_per_shard_touched() {
         clock: None,
         atomic: false,
         fallback: Default::default(),
+        local_max_keys: 1_000_000,
     })
     .await
     .expect("connect");
@@ -245,6 +247,7 @@ async fn all_or_nothing_charges_nothing_when_any_is_denied() {
             clock: Some(clock.clone()),
             atomic: true,
             fallback: Default::default(),
+            local_max_keys: 1_000_000,
         })
         .await
         .expect("connect");

@@ -161,6 +161,7 @@ async fn run_case(case: &Case, nodes: &[RedisServer], n: usize) -> Result<(usize
         clock: Some(clock.clone()),
         atomic: case.atomic,
         fallback: Default::default(),
+        local_max_keys: 1_000_000,
     })
     .await
     .map_err(|e| format!("connect: {e}"))?;

@@ -33,6 +33,7 @@ async fn redis(nodes: &[&RedisServer], clock: &Arc<ManualClock>, atomic: bool) -
         clock: Some(clock.clone()),
         atomic,
         fallback: Default::default(),
+        local_max_keys: 1_000_000,
     })
     .await
     .expect("connect")

@@ -13,7 +13,8 @@ pub enum ServiceError {
         /// What is wrong with it.
         reason: String,
     },
-    /// The counter store failed (Envoy then applies its `failure_mode_deny`).
+    /// The counter store failed: unavailable (`UNAVAILABLE`, HTTP 503) or refused this request
+    /// (`INTERNAL`, HTTP 500); Envoy then applies its `failure_mode_deny`.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// A bug: parts of sluice disagreed (never caused by input).
@@ -51,7 +52,8 @@ impl ServiceError {
     pub fn http_status(&self) -> u16 {
         match self {
             ServiceError::InvalidArgument { .. } => 400,
-            ServiceError::Store(_) => 503,
+            ServiceError::Store(StoreError::Rejected(_)) => 500,
+            ServiceError::Store(StoreError::Unavailable(_)) => 503,
             ServiceError::Internal(_) => 500,
         }
     }
@@ -61,7 +63,10 @@ impl From<ServiceError> for tonic::Status {
     fn from(e: ServiceError) -> tonic::Status {
         match &e {
             ServiceError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
-            ServiceError::Store(_) => tonic::Status::unavailable(e.to_string()),
+            ServiceError::Store(StoreError::Rejected(_)) => tonic::Status::internal(e.to_string()),
+            ServiceError::Store(StoreError::Unavailable(_)) => {
+                tonic::Status::unavailable(e.to_string())
+            }
             ServiceError::Internal(_) => tonic::Status::internal(e.to_string()),
         }
     }

@@ -4,11 +4,13 @@
 //! - [`memory`]: the embedded store (default): sharded maps in this process.
 //! - [`redis`]: counters in Redis, sharded over nodes by [`ring`], one script call per shard.
 
+pub mod breaker;
 pub mod fallback;
 pub mod memory;
 pub mod redis;
 pub mod redis_conn;
 pub mod ring;
+pub mod shard;
 
 use crate::limiter::{Op, Outcome};
 use std::future::Future;
@@ -20,6 +22,11 @@ pub enum StoreError {
     /// The backing service did not answer in time or at all.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backing service answered this request with an error (a Redis script error,
+    /// `WRONGTYPE`, `OOM`…): the request's own failure, not the service's, so it fails alone
+    /// (gRPC `INTERNAL`) and never counts as a circuit-breaker failure.
+    #[error("store refused the request: {0}")]
+    Rejected(String),
 }
 
 /// Where counters live: the limiter's side of a store.

@@ -6,18 +6,32 @@
 //! shard is one multiplexed connection (redis-rs `ConnectionManager`): concurrent requests
 //! share it and Redis sees them pipelined; it reconnects by itself after a failure. Every call
 //! has a deadline, so a stalled node is an error, never a slow answer.
+//!
+//! When a call fails (see `store::shard` for how failures are told apart):
+//! - the node failed, or its breaker is open: the ops are decided by the failure policy
+//!   (`local`: charged to the local fallback, each limit divided among the replicas);
+//! - the call missed its deadline: it may still run on Redis, so its ops are decided by the
+//!   policy **without charging anything locally** (`local`: a check of the local counters —
+//!   admitted if the hits would fit, nothing written);
+//! - Redis answered with an error: the request fails with [`StoreError::Rejected`] (gRPC
+//!   `INTERNAL`; Envoy applies `failure_mode_deny`) and no breaker counts it. Calls of the same
+//!   request to other shards complete normally (they may have been charged).
+//!
+//! Every outcome decided without Redis has `Outcome::fallback` set.
 
 use crate::clock::{Clock, SystemClock};
 use crate::limiter::{Op, Outcome};
 use crate::rules::model::Algorithm;
-use crate::store::fallback::{local_share, Breaker, BreakerConfig, FailurePolicy, Route};
+use crate::store::fallback::{BreakerConfig, FailurePolicy, Fallback, Route, State};
 use crate::store::memory::MemoryStore;
 use crate::store::redis_conn::{self, Conn, Topology};
 use crate::store::ring::ShardRing;
+use crate::store::shard::{self, classify, Fault, Shard};
 use crate::store::{OverrideMedium, Store, StoreError};
 use redis::cluster_routing::Slot;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// The batch script, compiled into the binary.
@@ -47,6 +61,8 @@ pub struct RedisConfig {
     pub clock: Option<Arc<dyn Clock>>,
     /// What to do while a shard is unavailable.
     pub fallback: FallbackConfig,
+    /// Room of the local fallback (live counters), like the memory store's `memory_max_keys`.
+    pub local_max_keys: usize,
 }
 
 /// The failure policy and the breaker thresholds.
@@ -70,22 +86,11 @@ impl Default for FallbackConfig {
     }
 }
 
-/// One Redis node (or the whole cluster, or the sentinel-managed primary).
-struct Shard {
-    /// `host:port` (or socket path), for errors and logs.
-    name: String,
-    /// Multiplexed connection; concurrent calls share it (Redis sees them pipelined).
-    conn: Conn,
-    /// Whether to ask this shard at all right now.
-    breaker: Breaker,
-    /// `sluice_redis_call_duration_seconds{shard}`; the handle is cached per shard.
-    latency: metrics::Histogram,
-}
-
 /// Counters in Redis.
 pub struct RedisStore {
-    /// The nodes, in configured order (`ring` returns indexes into it).
-    shards: Vec<Shard>,
+    /// The nodes, in configured order (`ring` returns indexes into it); shared with their
+    /// background health tasks.
+    shards: Vec<Arc<Shard>>,
     /// Key → shard.
     ring: ShardRing,
     /// `EVALSHA`, falling back to `SCRIPT LOAD` on `NOSCRIPT` (after a Redis restart).
@@ -100,12 +105,15 @@ pub struct RedisStore {
     atomic: bool,
     /// In a Redis Cluster counter keys carry a `{hash tag}` and calls are grouped by slot.
     cluster: bool,
-    /// See [`RedisConfig::fallback`].
-    fallback: FallbackConfig,
-    /// Counters decided locally while their shard is away (dropped when it is back: see
-    /// README, "When Redis fails").
-    local: MemoryStore,
+    /// Decides for shards that cannot be asked (the policy and the local counters, swept by
+    /// one of `tasks`).
+    fallback: Arc<Fallback>,
+    /// Each shard's prober and the local fallback's sweeper; aborted when the store is dropped.
+    tasks: Vec<JoinHandle<()>>,
 }
+
+/// How often the local fallback drops expired counters (only while it holds any).
+const LOCAL_SWEEP: Duration = Duration::from_secs(1);
 
 /// What a script call does with its keys (`ARGV[2]` of `lua/limiter.lua`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +168,25 @@ impl RedisStore {
             }
         }
         let ring = ShardRing::new(&shards.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
+        let shards: Vec<Arc<Shard>> = shards.into_iter().map(Arc::new).collect();
+        let local = MemoryStore::new(
+            config
+                .clock
+                .clone()
+                .unwrap_or_else(|| Arc::new(SystemClock)),
+            config.local_max_keys,
+        )
+        .all_or_nothing(config.atomic);
+        let fallback = Arc::new(Fallback::new(
+            config.fallback.policy,
+            config.fallback.replicas,
+            local,
+        ));
+        let mut tasks: Vec<JoinHandle<()>> = shards
+            .iter()
+            .map(|s| tokio::spawn(shard::watch(Arc::clone(s))))
+            .collect();
+        tasks.push(tokio::spawn(Arc::clone(&fallback).sweep(LOCAL_SWEEP)));
         Ok(RedisStore {
             shards,
             ring,
@@ -169,15 +196,19 @@ impl RedisStore {
             clock: config.clock.clone(),
             atomic: config.atomic,
             cluster: config.topology == Topology::Cluster,
-            fallback: config.fallback,
-            local: MemoryStore::new(
-                config
-                    .clock
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(SystemClock)),
-                1_000_000,
-            ),
+            fallback,
+            tasks,
         })
+    }
+
+    /// The breaker state of shard `i` (`None` past the last shard).
+    pub fn shard_state(&self, i: usize) -> Option<State> {
+        self.shards.get(i).map(|s| s.breaker.state())
+    }
+
+    /// Live counters in the local fallback (expired ones included until swept).
+    pub fn local_keys(&self) -> usize {
+        self.fallback.local_keys()
     }
 
     /// Number of shards.
@@ -206,7 +237,8 @@ impl RedisStore {
     }
 
     /// Runs the ops `idx` (all on `shard`) in one script call — or, when the shard's breaker
-    /// is open or the call fails or misses its deadline, by the failure policy.
+    /// is open or the call fails or misses its deadline, by the failure policy. Only an error
+    /// reply from Redis (the request's own fault) is an error.
     async fn call(
         &self,
         shard: usize,
@@ -214,7 +246,7 @@ impl RedisStore {
         idx: &[usize],
         mode: Mode,
         deadline: Option<Instant>,
-    ) -> Vec<Outcome> {
+    ) -> Result<Vec<Outcome>, StoreError> {
         let s = &self.shards[shard];
         let route = s.breaker.route();
         // Keep a little of the caller's time for the fallback and the answer.
@@ -226,64 +258,48 @@ impl RedisStore {
             None => self.timeout,
         };
         if route == Route::Fallback || budget.is_zero() {
-            return self.fall_back(s, ops, idx, mode);
+            return Ok(self.fall_back(s, ops, idx, mode, true));
         }
         let started = std::time::Instant::now();
         let result = self.invoke(s, ops, idx, mode, budget).await;
         s.latency.record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
-                s.breaker.record(route, true);
-                outcomes
+                s.answered();
+                Ok(outcomes)
             }
-            Err(e) => {
-                s.breaker.record(route, false);
+            Err(Fault::Request(e)) => {
+                // Redis is alive and answered: this request fails alone.
+                s.answered();
+                s.request_errors.increment(1);
+                tracing::warn!(error = %e, "redis refused a request");
+                Err(StoreError::Rejected(e))
+            }
+            Err(Fault::Timeout(e)) => {
+                s.timed_out();
+                tracing::debug!(error = %e, "redis call missed its deadline; deciding without charging");
+                Ok(self.fall_back(s, ops, idx, mode, false))
+            }
+            Err(Fault::Node(e)) => {
+                s.failed();
                 tracing::debug!(error = %e, "redis call failed; deciding by the failure policy");
-                self.fall_back(s, ops, idx, mode)
+                Ok(self.fall_back(s, ops, idx, mode, true))
             }
         }
     }
 
-    /// Decides ops of an unavailable shard by the failure policy.
-    fn fall_back(&self, s: &Shard, ops: &[Op], idx: &[usize], mode: Mode) -> Vec<Outcome> {
-        let policy = self.fallback.policy;
-        metrics::counter!("sluice_fallback_decisions_total", "shard" => s.name.clone(), "policy" => policy.name())
-            .increment(idx.len() as u64);
-        let fixed = |allowed: bool| Outcome {
-            allowed,
-            fallback: true,
-            ..Outcome::default()
-        };
-        match policy {
-            FailurePolicy::Allow => idx.iter().map(|_| fixed(true)).collect(),
-            FailurePolicy::Deny => idx.iter().map(|_| fixed(false)).collect(),
-            // A cross-shard probe must not charge; the commit that follows decides locally.
-            FailurePolicy::Local if mode == Mode::Probe => {
-                idx.iter().map(|_| fixed(true)).collect()
-            }
-            FailurePolicy::Local => {
-                let replicas = self.fallback.replicas;
-                let share: Vec<Op> = idx
-                    .iter()
-                    .map(|&i| {
-                        let op = &ops[i];
-                        Op {
-                            requests_per_unit: local_share(op.requests_per_unit, replicas),
-                            burst: local_share(op.burst, replicas),
-                            ..op.clone()
-                        }
-                    })
-                    .collect();
-                self.local
-                    .apply_now(&share)
-                    .into_iter()
-                    .map(|o| Outcome {
-                        fallback: true,
-                        ..o
-                    })
-                    .collect()
-            }
-        }
+    /// Decides ops of a shard that cannot be asked; `charge` false when the call may still
+    /// run on Redis (see [`Fallback::decide`]).
+    fn fall_back(
+        &self,
+        s: &Shard,
+        ops: &[Op],
+        idx: &[usize],
+        mode: Mode,
+        charge: bool,
+    ) -> Vec<Outcome> {
+        self.fallback
+            .decide(&s.name, ops, idx, mode == Mode::Probe, charge)
     }
 
     /// One script call to one shard within `budget`.
@@ -294,7 +310,7 @@ impl RedisStore {
         idx: &[usize],
         mode: Mode,
         budget: Duration,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    ) -> Result<Vec<Outcome>, Fault> {
         let now = self.clock.as_ref().map_or(0, |c| {
             u64::try_from(c.now().as_micros()).unwrap_or(u64::MAX)
         });
@@ -312,15 +328,13 @@ impl RedisStore {
         }
         let values: Vec<i64> = tokio::time::timeout(budget, s.conn.invoke(&inv))
             .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!("redis {}: no answer within {budget:?}", s.name))
-            })?
-            .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))?;
+            .map_err(|_| Fault::Timeout(format!("redis {}: no answer within {budget:?}", s.name)))?
+            .map_err(|e| classify(&s.name, &e))?;
         if mode == Mode::Reset {
             return Ok(Vec::new());
         }
         if values.len() != idx.len() * FIELDS {
-            return Err(StoreError::Unavailable(format!(
+            return Err(Fault::Request(format!(
                 "redis {}: script returned {} values for {} keys",
                 s.name,
                 values.len(),
@@ -363,18 +377,18 @@ impl RedisStore {
         groups: &[(usize, Vec<usize>)],
         mode: Mode,
         deadline: Option<Instant>,
-    ) -> Vec<Outcome> {
+    ) -> Result<Vec<Outcome>, StoreError> {
         let calls = groups.iter().map(|(shard, idx)| async move {
             (idx, self.call(*shard, ops, idx, mode, deadline).await)
         });
         let answers = futures_util::future::join_all(calls).await;
         let mut out = vec![Outcome::default(); ops.len()];
         for (idx, outcomes) in answers {
-            for (&i, o) in idx.iter().zip(outcomes) {
+            for (&i, o) in idx.iter().zip(outcomes?) {
                 out[i] = o;
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -396,7 +410,7 @@ impl RedisStore {
         tokio::time::timeout(ADMIN_TIMEOUT.max(self.timeout), s.conn.command(cmd))
             .await
             .map_err(|_| StoreError::Unavailable(format!("redis {}: no answer in time", s.name)))?
-            .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))
+            .map_err(|e| classify(&s.name, &e).into())
     }
 }
 
@@ -413,23 +427,23 @@ impl Store for RedisStore {
         };
         if self.shards.len() == 1 && !self.cluster {
             let all: Vec<usize> = (0..ops.len()).collect();
-            return Ok(self.call(0, ops, &all, each, deadline).await);
+            return self.call(0, ops, &all, each, deadline).await;
         }
         let groups = self.groups(ops);
         if self.atomic && groups.len() > 1 {
             // Across shards: probe everywhere first; charge only if every op fits. A request
             // racing between the two round trips can still be refused by one shard's own
             // all-or-nothing check after another shard was charged.
-            let probe = self.run(ops, &groups, Mode::Probe, deadline).await;
+            let probe = self.run(ops, &groups, Mode::Probe, deadline).await?;
             if probe.iter().any(|o| !o.allowed) {
                 return Ok(probe);
             }
         }
-        Ok(self.run(ops, &groups, each, deadline).await)
+        self.run(ops, &groups, each, deadline).await
     }
 
     async fn reset(&self, ops: &[Op]) -> Result<(), StoreError> {
-        self.local.remove(ops);
+        self.fallback.remove(ops);
         let groups = if self.shards.len() == 1 && !self.cluster {
             vec![(0, (0..ops.len()).collect())]
         } else {
@@ -470,20 +484,25 @@ impl OverrideMedium for RedisStore {
         tokio::time::timeout(ADMIN_TIMEOUT.max(self.timeout), s.conn.invoke(&inv))
             .await
             .map_err(|_| StoreError::Unavailable(format!("redis {}: no answer in time", s.name)))?
-            .map_err(|e| StoreError::Unavailable(format!("redis {}: {e}", s.name)))
+            .map_err(|e| StoreError::from(classify(&s.name, &e)))
             .map(|_| ())
     }
 }
 
 fn shard(name: String, conn: Conn, config: &RedisConfig) -> Shard {
-    let breaker = Breaker::new(&name, config.fallback.breaker);
-    let latency =
-        metrics::histogram!("sluice_redis_call_duration_seconds", "shard" => name.clone());
-    Shard {
+    Shard::new(
         name,
         conn,
-        breaker,
-        latency,
+        config.fallback.breaker,
+        redis_conn::health_deadline(config.timeout),
+    )
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

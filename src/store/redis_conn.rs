@@ -54,6 +54,21 @@ impl Conn {
         }
     }
 
+    /// Whether the node answers `PING` within `within`. After a failure (the node is down, or
+    /// a fresh connection is still being made) a Sentinel-managed primary is re-resolved.
+    pub async fn ping(&self, within: Duration) -> bool {
+        let answered = matches!(
+            tokio::time::timeout(within, self.command(&redis::cmd("PING"))).await,
+            Ok(Ok(_))
+        );
+        if !answered {
+            if let Conn::Sentinel(s) = self {
+                s.refresh();
+            }
+        }
+        answered
+    }
+
     /// Sends one plain command (used by health probes and tests).
     pub async fn command(&self, cmd: &redis::Cmd) -> RedisResult<Value> {
         match self {
@@ -64,12 +79,24 @@ impl Conn {
     }
 }
 
-/// Connection settings shared by every topology.
+/// How long a health `PING` may take for a call deadline of `timeout` (10 × the deadline,
+/// within 100 ms ..= 1 s). A `PING` queues behind every script before it on the node, so it
+/// must outlast a script that merely missed its call's deadline, yet stay short enough that a
+/// frozen node is recognised promptly.
+pub fn health_deadline(timeout: Duration) -> Duration {
+    (timeout * 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+/// Connection settings shared by every topology. Each call's own deadline is enforced by the
+/// store (`tokio::time::timeout`); the connection's response timeout is only the outer bound
+/// of how long an abandoned call is tracked, and must not cut a health `PING` short.
 fn manager_config(timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout.max(Duration::from_millis(100))))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
+        .set_response_timeout(Some(health_deadline(timeout)))
+        // One connection attempt per reconnect: a dead node fails the calls waiting on it at
+        // once (a node failure, not a timeout); the breaker's prober retries at its own pace.
+        .set_number_of_retries(0)
 }
 
 /// Makes sure rustls has its process-wide crypto provider (idempotent).
@@ -121,7 +148,7 @@ pub async fn cluster(
     let name = format!("cluster({})", seeds.join(","));
     let mut builder = redis::cluster::ClusterClient::builder(seeds.to_vec())
         .connection_timeout(timeout.max(Duration::from_millis(100)))
-        .response_timeout(timeout);
+        .response_timeout(health_deadline(timeout));
     if let Some(certs) = certificates(ca) {
         builder = builder.certs(certs);
     }
