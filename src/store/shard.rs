@@ -45,7 +45,8 @@ impl From<Fault> for StoreError {
 }
 
 /// Error-reply codes that mean the node cannot serve right now, whatever the request.
-const NODE_CODES: [&str; 3] = ["BUSY", "MISCONF", "NOREPLICAS"];
+/// `OOM` is here: a node over its `maxmemory` refuses every write, not this request's.
+const NODE_CODES: [&str; 4] = ["BUSY", "MISCONF", "NOREPLICAS", "OOM"];
 
 /// Classifies an error from shard `name`.
 pub fn classify(name: &str, e: &RedisError) -> Fault {
@@ -192,7 +193,7 @@ mod tests {
 
     #[test]
     fn error_replies_are_the_requests_own() {
-        for code in ["WRONGTYPE", "OOM", "NOSCRIPT_X", "ERR"] {
+        for code in ["WRONGTYPE", "NOPERM", "NOSCRIPT_X", "ERR"] {
             let f = classify("n", &server_error(code, "x"));
             assert!(matches!(f, Fault::Request(_)), "{code}: {f:?}");
         }
