@@ -7,6 +7,7 @@
 use crate::effective;
 use crate::limiter::plan::{Decided, LimitSource, Plan};
 use crate::limiter::unit::Unit;
+use crate::meter::Meter;
 use crate::overrides::registry::Overrides;
 use crate::overrides::{OverrideSet, Target};
 use crate::request::{RequestBounds, ValidRequest};
@@ -97,9 +98,16 @@ impl<S: Store> RateLimiter<S> {
             store,
             options,
             bounds: RequestBounds::default(),
-            stats: Stats::new(options.near_limit_ratio),
-            latency: metrics::histogram!("sluice_request_duration_seconds"),
+            stats: Stats::new(options.near_limit_ratio, Meter::default()),
+            latency: metrics::Histogram::noop(),
         }
+    }
+
+    /// Records stats and latency in `meter` (a limiter built without one records nowhere).
+    pub fn with_meter(mut self, meter: &Meter) -> Self {
+        self.stats = Stats::new(self.options.near_limit_ratio, meter.clone());
+        self.latency = meter.record(|| metrics::histogram!("sluice_request_duration_seconds"));
+        self
     }
 
     /// Uses `bounds` for every request instead of the defaults.

@@ -27,7 +27,7 @@
 //! - [`net`]: connection deadlines (first request, idle) and accept-error handling, both ports.
 //! - [`clock`]: injectable time; [`secret`]: constant-time comparison of secrets.
 //! - [`settings`]: flags, `SLUICE_*` environment and settings file, validated once.
-//! - [`telemetry`]: logs, spans, optional OTLP export.
+//! - [`telemetry`]: logs, spans, optional OTLP export; [`meter`]: each server's own metrics.
 
 #![forbid(unsafe_code)]
 
@@ -38,6 +38,7 @@ pub mod effective;
 pub mod engine;
 pub mod keys;
 pub mod limiter;
+pub mod meter;
 pub mod net;
 pub mod overrides;
 pub mod request;

@@ -5,6 +5,7 @@ use crate::admin::{AdminState, Auth};
 use crate::authz::check::AuthzService;
 use crate::authz::Authz;
 use crate::clock::{Clock, SystemClock};
+use crate::meter::Meter;
 use crate::net::track::Tracked;
 use crate::net::Timeouts;
 use crate::overrides::registry::Overrides;
@@ -39,6 +40,9 @@ pub const HEALTH_NAMES: [&str; 3] = [
     "ratelimit",
     "envoy.service.ratelimit.v3.RateLimitService",
 ];
+
+/// HTTP/2 streams one gRPC connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// How long in-flight calls may take to finish after the shutdown delay.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -88,6 +92,8 @@ pub struct Server {
     admin_token: Option<String>,
     /// ext_authz keys and configuration, when enabled.
     authz: Option<Arc<Authz>>,
+    /// This server's metrics (served on `/metrics`); never the process-wide recorder.
+    meter: Meter,
 }
 
 impl Server {
@@ -105,8 +111,10 @@ impl Server {
             .admin_token()
             .map_err(|e| ServeError::Admin(e.to_string()))?;
         // Read and parsed on the blocking pool: a slow disk or a big file never holds a worker.
+        let meter = Meter::prometheus();
         let (rules, authz) = {
             let dir = settings.rules_dir.clone();
+            let authz_meter = meter.clone();
             let cap = settings.rules_max_file_bytes;
             let authz_files = (!settings.authz_keys.is_empty()).then(|| {
                 (
@@ -119,7 +127,9 @@ impl Server {
                     Rules::load_dir_capped(&dir, cap).map_err(LoadError::into_rule_error)?;
                 let authz = match authz_files {
                     None => None,
-                    Some((config, keys)) => Some(Arc::new(Authz::load(&config, &keys, cap)?)),
+                    Some((config, keys)) => Some(Arc::new(
+                        Authz::load(&config, &keys, cap)?.with_meter(&authz_meter),
+                    )),
                 };
                 Ok((rules, authz))
             })
@@ -149,8 +159,6 @@ impl Server {
                 addr: settings.http_addr,
                 source,
             })?;
-        // Record metrics from the start.
-        crate::admin::prometheus();
         Ok(Server {
             listener,
             http,
@@ -159,6 +167,7 @@ impl Server {
             clock,
             admin_token,
             authz,
+            meter,
         })
     }
 
@@ -183,7 +192,8 @@ impl Server {
             Backend::Memory => {
                 let store = Arc::new(
                     MemoryStore::new(Arc::clone(&self.clock), settings.memory_max_keys)
-                        .all_or_nothing(settings.atomic_admission),
+                        .all_or_nothing(settings.atomic_admission)
+                        .with_meter(&self.meter),
                 );
                 let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
                 let result = self.run_with(store, shutdown).await;
@@ -191,7 +201,7 @@ impl Server {
                 result
             }
             Backend::Redis | Backend::RedisCluster | Backend::RedisSentinel => {
-                let store = Arc::new(connect_redis(settings).await?);
+                let store = Arc::new(connect_redis(settings, &self.meter).await?);
                 tracing::info!(shards = store.len(), "redis connected");
                 self.run_with(store, shutdown).await
             }
@@ -212,6 +222,7 @@ impl Server {
             clock,
             admin_token,
             authz,
+            meter,
         } = self;
         let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.http_addr,
@@ -222,7 +233,7 @@ impl Server {
             headers: settings.response_headers,
             near_limit_ratio: settings.near_limit_ratio,
         };
-        let overrides = Arc::new(Overrides::new(clock));
+        let overrides = Arc::new(Overrides::new(clock).with_meter(&meter));
         let limiter = Arc::new(
             RateLimiter::new(
                 Arc::clone(&rules),
@@ -234,7 +245,8 @@ impl Server {
                 max_descriptors: settings.max_descriptors,
                 max_entries: settings.max_entries,
                 max_value_bytes: settings.max_value_bytes,
-            }),
+            })
+            .with_meter(&meter),
         );
         let sync = overrides.spawn_sync(store, Duration::from_millis(settings.overrides_poll_ms));
         let auth = Auth::new(admin_token, http_addr);
@@ -249,6 +261,7 @@ impl Server {
             limiter: Arc::clone(&limiter),
             auth,
             draining: Arc::clone(&draining),
+            meter: meter.clone(),
         };
         let admin = tokio::spawn(crate::admin::serve(
             http,
@@ -267,11 +280,15 @@ impl Server {
             rules,
             settings.rules_max_file_bytes,
         )
+        .with_meter(&meter)
         .spawn(Duration::from_millis(settings.rules_poll_ms));
         let authz_reloader = authz
             .as_ref()
             .map(|a| a.spawn_reload(Duration::from_millis(settings.rules_poll_ms)));
-        let result = serve(listener, &settings, limiter, authz, draining, shutdown).await;
+        let result = serve(
+            listener, &settings, &meter, limiter, authz, draining, shutdown,
+        )
+        .await;
         if let Some(task) = authz_reloader {
             task.abort();
         }
@@ -291,7 +308,7 @@ impl Server {
 }
 
 /// Connects the Redis store the settings describe.
-async fn connect_redis(settings: &Settings) -> Result<RedisStore, ServeError> {
+async fn connect_redis(settings: &Settings, meter: &Meter) -> Result<RedisStore, ServeError> {
     let topology = match settings.backend {
         Backend::RedisCluster => Topology::Cluster,
         Backend::RedisSentinel => Topology::Sentinel {
@@ -327,7 +344,7 @@ async fn connect_redis(settings: &Settings) -> Result<RedisStore, ServeError> {
             },
         },
     };
-    RedisStore::connect(config)
+    RedisStore::connect_with_meter(config, meter)
         .await
         .map_err(|e| ServeError::Store(e.to_string()))
 }
@@ -337,6 +354,7 @@ async fn connect_redis(settings: &Settings) -> Result<RedisStore, ServeError> {
 async fn serve<S: Store>(
     listener: TcpListener,
     settings: &Settings,
+    meter: &Meter,
     limiter: Arc<RateLimiter<S>>,
     authz: Option<Arc<Authz>>,
     draining: Arc<AtomicBool>,
@@ -389,12 +407,20 @@ async fn serve<S: Store>(
         addr: settings.grpc_addr,
         source,
     })?;
-    let incoming = crate::net::incoming(listener, timeouts(settings));
+    let incoming = crate::net::incoming(
+        listener,
+        timeouts(settings),
+        crate::net::ConnMetrics::new(meter),
+    );
     tracing::info!("listening grpc={addr}");
     let serving = tonic::transport::Server::builder()
         // Half-open connections: a peer that stops answering PINGs is dropped.
         .http2_keepalive_interval(Some(Duration::from_millis(settings.keepalive_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(settings.keepalive_timeout_ms)))
+        // Envoy multiplexes a few streams per connection and opens another when it reaches
+        // the peer's limit; a client cannot park unbounded streams (each may buffer up to
+        // max_request_bytes) on one connection.
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .add_service(Tracked(health))
         .add_service(Tracked(reflection_v1))
         .add_service(Tracked(reflection_v1alpha))

@@ -1,7 +1,7 @@
 //! Latency histograms and operational gauges on `/metrics` after known traffic: one request
 //! latency observation per ShouldRateLimit, one Redis call observation per shard call, the
-//! active-override gauge, and the live in-memory key gauge. One test per process: the
-//! Prometheus recorder is process-wide and these series carry no per-test label.
+//! active-override gauge, and the live in-memory key gauge. Each server has its own registry,
+//! so the two servers here report only their own traffic.
 
 mod support;
 
@@ -44,9 +44,9 @@ async fn histograms_count_every_request_and_every_redis_call() {
     )
     .await;
     let scrape = || async { request(mem.http, "GET", "/metrics", None, None).await.body };
-    let before = scrape().await;
+    let scrape_redis = || async { request(red.http, "GET", "/metrics", None, None).await.body };
     let redis_series = format!("sluice_redis_call_duration_seconds_count{{shard=\"{shard}\"}}");
-    assert_eq!(sample(&before, &redis_series), 0.0);
+    assert_eq!(sample(&scrape_redis().await, &redis_series), 0.0);
 
     let mut m = mem.client().await;
     for i in 0..7 {
@@ -63,12 +63,15 @@ async fn histograms_count_every_request_and_every_redis_call() {
     }
     let after = scrape().await;
     let count = "sluice_request_duration_seconds_count";
+    assert_eq!(sample(&after, count), 7.0, "{after}");
+    let after_redis = scrape_redis().await;
+    assert_eq!(sample(&after_redis, count), 5.0, "{after_redis}");
+    assert_eq!(sample(&after_redis, &redis_series), 5.0, "{after_redis}");
     assert_eq!(
-        sample(&after, count) - sample(&before, count),
-        12.0,
-        "{after}"
+        sample(&after, &redis_series),
+        0.0,
+        "not the memory server's"
     );
-    assert_eq!(sample(&after, &redis_series), 5.0, "{after}");
     // Buckets, not a summary: `le` series up to +Inf, dense below Envoy's 20 ms timeout.
     for le in ["0.00005", "0.001", "0.02", "+Inf"] {
         let series = format!("sluice_request_duration_seconds_bucket{{le=\"{le}\"}}");

@@ -13,6 +13,7 @@
 pub mod control;
 pub mod json;
 
+use crate::meter::Meter;
 use crate::net::track::{self, Tracker};
 use crate::net::{GuardedListener, Timeouts};
 use crate::secret::constant_time_eq;
@@ -23,36 +24,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use tokio::net::TcpListener;
-
-/// The process-wide Prometheus recorder's handle.
-static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-
-/// Latency buckets (seconds) for every `*_seconds` histogram: 50 µs to 1 s, dense where a
-/// sidecar answers (Envoy's filter timeout is typically 20 ms).
-const LATENCY_BUCKETS: [f64; 14] = [
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
-];
-
-/// Installs the Prometheus recorder (once per process) and returns its handle; `None` if some
-/// other recorder was installed first.
-pub fn prometheus() -> Option<PrometheusHandle> {
-    PROMETHEUS
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok().map(|()| handle)
-        })
-        .clone()
-}
 
 /// Who may use the admin API. `Debug` never shows the token.
 #[derive(Clone, PartialEq, Eq)]
@@ -203,6 +179,8 @@ pub struct AdminState<S> {
     pub auth: Auth,
     /// Set when shutdown begins: `/healthcheck` then answers 500.
     pub draining: Arc<AtomicBool>,
+    /// This server's metrics, rendered by `/metrics`.
+    pub meter: Meter,
 }
 
 /// Bounds on the HTTP port's connections and request bodies.
@@ -223,7 +201,8 @@ pub async fn serve<S: Storage>(
     limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let handle = prometheus();
+    let meter = state.meter.clone();
+    let meter_for_conns = state.meter.clone();
     let state = Arc::new(state);
     let draining = Arc::clone(&state.draining);
     let store = Arc::clone(state.limiter.store());
@@ -247,10 +226,10 @@ pub async fn serve<S: Storage>(
             get(move || {
                 // Fresh at every scrape, not only at the last sweep.
                 if let Some(n) = store.live_keys() {
-                    metrics::gauge!("sluice_memory_store_keys").set(n as f64);
+                    meter.record(|| metrics::gauge!("sluice_memory_store_keys").set(n as f64));
                 }
-                let handle = handle.clone();
-                async move { handle.map(|h| h.render()).unwrap_or_default() }
+                let text = meter.render();
+                async move { text }
             }),
         )
         .route("/json", post(json::handle::<S>))
@@ -265,7 +244,8 @@ pub async fn serve<S: Storage>(
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(axum::middleware::from_fn(track::axum_track));
-    let listener = GuardedListener::new(listener, limits.timeouts);
+    let conns = crate::net::ConnMetrics::new(&meter_for_conns);
+    let listener = GuardedListener::new(listener, limits.timeouts, conns);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<Tracker>(),

@@ -112,15 +112,13 @@ pub async fn check<S: Store>(
     let state = authz.snapshot();
     let config = &state.config;
     let Some(key) = presented_key(http, config).and_then(|k| state.keys.find(k)) else {
-        metrics::counter!("sluice_authz_decisions_total", "result" => "unauthenticated")
-            .increment(1);
+        decided(authz, "unauthenticated");
         return Ok(unauthenticated(config));
     };
     let model = match model_of(http, config, &key) {
         Ok(m) => m,
         Err(refusal) => {
-            metrics::counter!("sluice_authz_decisions_total", "result" => refusal.metric())
-                .increment(1);
+            decided(authz, refusal.metric());
             return Ok(refusal.answer());
         }
     };
@@ -145,14 +143,20 @@ pub async fn check<S: Store>(
         let decision = limiter.decide(&rl, deadline, config.headers).await?;
         let resp = &decision.response;
         if resp.overall_code == Code::OverLimit as i32 {
-            metrics::counter!("sluice_authz_decisions_total", "result" => "over_limit")
-                .increment(1);
+            decided(authz, "over_limit");
             return Ok(over_limit(config, &names, &decision));
         }
         ok_headers = resp.response_headers_to_add.clone();
     }
-    metrics::counter!("sluice_authz_decisions_total", "result" => "ok").increment(1);
+    decided(authz, "ok");
     Ok(allowed(config, &facts, ok_headers))
+}
+
+/// Counts one decision in `sluice_authz_decisions_total{result}`.
+fn decided(authz: &Authz, result: &'static str) {
+    authz.meter().record(|| {
+        metrics::counter!("sluice_authz_decisions_total", "result" => result).increment(1)
+    });
 }
 
 /// The key from the configured header (after the scheme, e.g. `Bearer `).

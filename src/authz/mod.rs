@@ -13,6 +13,7 @@ pub mod check;
 pub mod config;
 pub mod keys;
 
+use crate::meter::Meter;
 use crate::rules::reload::Outcome;
 use crate::rules::{read, LoadError, RuleError};
 use arc_swap::ArcSwap;
@@ -41,6 +42,8 @@ pub struct Authz {
     max_file_bytes: u64,
     /// Swapped whole on a good reload.
     state: ArcSwap<AuthzState>,
+    /// Where load and decision counters are recorded.
+    meter: Meter,
 }
 
 /// Reads one file safely (regular files only, never blocking, capped). Blocking.
@@ -82,7 +85,19 @@ impl Authz {
             keys_file: keys_file.to_path_buf(),
             max_file_bytes,
             state: ArcSwap::from_pointee(state),
+            meter: Meter::default(),
         })
+    }
+
+    /// Records load and decision counters in `meter`.
+    pub fn with_meter(mut self, meter: &Meter) -> Authz {
+        self.meter = meter.clone();
+        self
+    }
+
+    /// Where this Check service records its counters.
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// The current state.
@@ -98,12 +113,14 @@ impl Authz {
             Ok(state) => {
                 tracing::info!(keys = state.keys.len(), "authz reloaded");
                 self.state.store(Arc::new(state));
-                metrics::counter!("sluice_authz_load_success_total").increment(1);
+                self.meter
+                    .record(|| metrics::counter!("sluice_authz_load_success_total").increment(1));
                 Outcome::Applied
             }
             Err(LoadError::Invalid(e)) => {
                 tracing::error!(error = %e, "invalid authz files; keeping the last good ones");
-                metrics::counter!("sluice_authz_load_error_total").increment(1);
+                self.meter
+                    .record(|| metrics::counter!("sluice_authz_load_error_total").increment(1));
                 Outcome::Rejected
             }
             Err(LoadError::Io(e)) => {
@@ -111,7 +128,10 @@ impl Authz {
                     error = %e,
                     "I/O error reading the authz files (not a config error); keeping the last good ones, retrying at the next poll"
                 );
-                metrics::counter!("sluice_config_io_error_total", "files" => "authz").increment(1);
+                self.meter.record(|| {
+                    metrics::counter!("sluice_config_io_error_total", "files" => "authz")
+                        .increment(1)
+                });
                 Outcome::Retry
             }
         }

@@ -18,6 +18,7 @@
 
 pub mod track;
 
+use crate::meter::Meter;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
@@ -32,6 +33,26 @@ use tokio::time::{Instant, Sleep};
 
 /// How long accepting pauses after an error such as EMFILE (other connections may close).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// The connection counters of one server (`sluice_connections_timed_out_total`,
+/// `sluice_accept_errors_total`), registered once in its [`Meter`].
+#[derive(Clone)]
+pub struct ConnMetrics {
+    /// Connections closed past a deadline.
+    timed_out: metrics::Counter,
+    /// Failed accepts (EMFILE and the like).
+    accept_errors: metrics::Counter,
+}
+
+impl ConnMetrics {
+    /// The counters, registered in `meter`.
+    pub fn new(meter: &Meter) -> ConnMetrics {
+        meter.record(|| ConnMetrics {
+            timed_out: metrics::counter!("sluice_connections_timed_out_total"),
+            accept_errors: metrics::counter!("sluice_accept_errors_total"),
+        })
+    }
+}
 
 /// The two deadlines a connection is held to.
 #[derive(Debug, Clone, Copy)]
@@ -126,11 +147,13 @@ pub struct Guarded<IO> {
     timer: Pin<Box<Sleep>>,
     /// Set once past a deadline: every later read is end-of-file.
     expired: bool,
+    /// Counts the close.
+    timed_out: metrics::Counter,
 }
 
 impl<IO> Guarded<IO> {
     /// Wraps a freshly accepted connection.
-    pub fn new(io: IO, timeouts: Timeouts) -> Guarded<IO> {
+    pub fn new(io: IO, timeouts: Timeouts, timed_out: metrics::Counter) -> Guarded<IO> {
         let activity = Activity::new();
         let timer = Box::pin(tokio::time::sleep_until(
             activity.accepted + timeouts.header_read,
@@ -141,6 +164,7 @@ impl<IO> Guarded<IO> {
             timeouts,
             timer,
             expired: false,
+            timed_out,
         }
     }
 
@@ -167,7 +191,7 @@ impl<IO> Guarded<IO> {
             let target = match self.activity.expiry(self.timeouts) {
                 Some(at) if now >= at => {
                     self.expired = true;
-                    metrics::counter!("sluice_connections_timed_out_total").increment(1);
+                    self.timed_out.increment(1);
                     tracing::debug!("closing a connection past its first-request or idle deadline");
                     break;
                 }
@@ -241,6 +265,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 pub async fn accept(
     listener: &TcpListener,
     last_log: &mut Option<Instant>,
+    errors: &metrics::Counter,
 ) -> (TcpStream, std::net::SocketAddr) {
     loop {
         match listener.accept().await {
@@ -250,7 +275,7 @@ pub async fn accept(
                 return (stream, addr);
             }
             Err(e) => {
-                metrics::counter!("sluice_accept_errors_total").increment(1);
+                errors.increment(1);
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                     *last_log = Some(now);
@@ -267,12 +292,14 @@ pub async fn accept(
 pub fn incoming(
     listener: TcpListener,
     timeouts: Timeouts,
+    metrics: ConnMetrics,
 ) -> impl futures_util::Stream<Item = io::Result<Guarded<TcpStream>>> + Send + 'static {
     futures_util::stream::unfold(
-        (listener, None),
-        move |(listener, mut last_log)| async move {
-            let (stream, _) = accept(&listener, &mut last_log).await;
-            Some((Ok(Guarded::new(stream, timeouts)), (listener, last_log)))
+        (listener, None, metrics),
+        move |(listener, mut last_log, metrics)| async move {
+            let (stream, _) = accept(&listener, &mut last_log, &metrics.accept_errors).await;
+            let conn = Guarded::new(stream, timeouts, metrics.timed_out.clone());
+            Some((Ok(conn), (listener, last_log, metrics)))
         },
     )
 }
@@ -285,15 +312,18 @@ pub struct GuardedListener {
     timeouts: Timeouts,
     /// When an accept error was last logged (at most one line a second).
     last_log: Option<Instant>,
+    /// Accept errors and timed-out connections.
+    metrics: ConnMetrics,
 }
 
 impl GuardedListener {
     /// Wraps a bound listener.
-    pub fn new(listener: TcpListener, timeouts: Timeouts) -> GuardedListener {
+    pub fn new(listener: TcpListener, timeouts: Timeouts, metrics: ConnMetrics) -> GuardedListener {
         GuardedListener {
             listener,
             timeouts,
             last_log: None,
+            metrics,
         }
     }
 }
@@ -303,8 +333,10 @@ impl axum::serve::Listener for GuardedListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let (stream, addr) = accept(&self.listener, &mut self.last_log).await;
-        (Guarded::new(stream, self.timeouts), addr)
+        let errors = &self.metrics.accept_errors;
+        let (stream, addr) = accept(&self.listener, &mut self.last_log, errors).await;
+        let timed_out = self.metrics.timed_out.clone();
+        (Guarded::new(stream, self.timeouts, timed_out), addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {

@@ -9,6 +9,7 @@
 //! so a newer override for the same target survives).
 
 use crate::clock::Clock;
+use crate::meter::Meter;
 use crate::overrides::doc::{self, DocError};
 use crate::overrides::{Override, OverrideSet, Target};
 use crate::rules::model::Policy;
@@ -42,6 +43,8 @@ pub struct Overrides {
     /// Serialises read-modify-publish of `current` (never held across an `.await`), so two
     /// concurrent changes cannot lose one another.
     publishing: parking_lot::Mutex<()>,
+    /// `sluice_overrides_active`.
+    active: metrics::Gauge,
 }
 
 impl Overrides {
@@ -52,7 +55,14 @@ impl Overrides {
             clock,
             writes: AtomicU64::new(0),
             publishing: parking_lot::Mutex::new(()),
+            active: metrics::Gauge::noop(),
         }
+    }
+
+    /// Records `sluice_overrides_active` in `meter`.
+    pub fn with_meter(mut self, meter: &Meter) -> Overrides {
+        self.active = meter.record(|| metrics::gauge!("sluice_overrides_active"));
+        self
     }
 
     /// The current set (cheap: one atomic increment).
@@ -124,7 +134,7 @@ impl Overrides {
     fn publish(&self, overrides: Vec<Override>) {
         let now = self.now_ms();
         let active = overrides.iter().filter(|o| o.active(now)).count();
-        metrics::gauge!("sluice_overrides_active").set(active as f64);
+        self.active.set(active as f64);
         self.current.store(Arc::new(OverrideSet::new(overrides)));
     }
 

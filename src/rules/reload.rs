@@ -17,6 +17,7 @@
 //! [`crate::rules::read::stamp`]) and the reload run on the blocking pool, so a slow disk or
 //! a huge file never stalls a request, and shutdown never waits for them.
 
+use crate::meter::Meter;
 use crate::rules::{read, LoadError, Rules};
 use arc_swap::ArcSwap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -43,6 +44,8 @@ pub struct Reloader {
     rules: Arc<ArcSwap<Rules>>,
     /// `rules_max_file_bytes`: a bigger file is an invalid change, so memory stays bounded.
     max_file_bytes: u64,
+    /// Where the load counters are recorded.
+    meter: Meter,
 }
 
 impl Reloader {
@@ -52,7 +55,14 @@ impl Reloader {
             dir: dir.to_path_buf(),
             rules,
             max_file_bytes,
+            meter: Meter::default(),
         }
+    }
+
+    /// Records the load counters in `meter`.
+    pub fn with_meter(mut self, meter: &Meter) -> Reloader {
+        self.meter = meter.clone();
+        self
     }
 
     /// Re-parses the directory; swaps the snapshot if every file is valid, else keeps the old.
@@ -62,17 +72,24 @@ impl Reloader {
             Ok(rules) => {
                 let domains = rules.files().len();
                 self.rules.store(Arc::new(rules));
-                metrics::counter!("ratelimit_service_config_load_success").increment(1);
+                self.meter.record(|| {
+                    metrics::counter!("ratelimit_service_config_load_success").increment(1)
+                });
                 tracing::info!(dir = %self.dir.display(), domains, "rules reloaded");
                 Outcome::Applied
             }
             Err(LoadError::Invalid(e)) => {
-                metrics::counter!("ratelimit_service_config_load_error").increment(1);
+                self.meter.record(|| {
+                    metrics::counter!("ratelimit_service_config_load_error").increment(1)
+                });
                 tracing::error!(error = %e, "invalid rules; keeping the last good ones");
                 Outcome::Rejected
             }
             Err(LoadError::Io(e)) => {
-                metrics::counter!("sluice_config_io_error_total", "files" => "rules").increment(1);
+                self.meter.record(|| {
+                    metrics::counter!("sluice_config_io_error_total", "files" => "rules")
+                        .increment(1)
+                });
                 tracing::error!(
                     error = %e,
                     "I/O error reading the rules (not a config error); keeping the last good ones, retrying at the next poll"

@@ -8,6 +8,7 @@
 
 use crate::keys::detailed_stats_key;
 use crate::limiter::plan::Decided;
+use crate::meter::Meter;
 use crate::request::ValidRequest;
 use hashbrown::HashMap;
 use metrics::Counter;
@@ -57,14 +58,17 @@ pub struct Stats {
     rules: RwLock<HashMap<String, Arc<RuleStats>>>,
     /// `near_limit` counts hits above `floor(limit × ratio)` (upstream default 0.8).
     near_ratio: f64,
+    /// Where the series are registered.
+    meter: Meter,
 }
 
 impl Stats {
-    /// Counters with the given near-limit ratio.
-    pub fn new(near_ratio: f64) -> Stats {
+    /// Counters with the given near-limit ratio, registered in `meter`.
+    pub fn new(near_ratio: f64, meter: Meter) -> Stats {
         Stats {
             rules: RwLock::new(HashMap::new()),
             near_ratio,
+            meter,
         }
     }
 
@@ -75,7 +79,7 @@ impl Stats {
         let mut w = self.rules.write();
         Arc::clone(
             w.entry(key.to_owned())
-                .or_insert_with(|| Arc::new(RuleStats::new(key))),
+                .or_insert_with(|| Arc::new(self.meter.record(|| RuleStats::new(key)))),
         )
     }
 

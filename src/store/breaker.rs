@@ -9,6 +9,7 @@
 //! fails again soon after closing (within `max_open_for`: a flapping node) waits longer,
 //! doubling up to `max_open_for`. Every state change is logged once and exported as a gauge.
 
+use crate::meter::Meter;
 use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -100,15 +101,31 @@ pub struct Breaker {
     config: BreakerConfig,
     /// State, behind a lock held only for a few instructions (never across an `.await`).
     inner: Mutex<Inner>,
+    /// `sluice_redis_shard_state{shard}`.
+    gauge: metrics::Gauge,
+    /// `sluice_redis_shard_transitions_total{shard,to}`, by target state (closed, half-open,
+    /// open).
+    transitions: [metrics::Counter; 3],
 }
 
 const WINDOW: u32 = 20;
 
 impl Breaker {
-    /// A closed breaker for shard `name`.
-    pub fn new(name: &str, config: BreakerConfig) -> Breaker {
-        metrics::gauge!("sluice_redis_shard_state", "shard" => name.to_owned()).set(0.0);
+    /// A closed breaker for shard `name`, recording its state in `meter`.
+    pub fn new(name: &str, config: BreakerConfig, meter: &Meter) -> Breaker {
+        let (gauge, transitions) = meter.record(|| {
+            let to = |state: State| {
+                metrics::counter!("sluice_redis_shard_transitions_total", "shard" => name.to_owned(), "to" => state.name())
+            };
+            (
+                metrics::gauge!("sluice_redis_shard_state", "shard" => name.to_owned()),
+                [to(State::Closed), to(State::HalfOpen), to(State::Open)],
+            )
+        });
+        gauge.set(0.0);
         Breaker {
+            gauge,
+            transitions,
             name: name.to_owned(),
             config,
             inner: Mutex::new(Inner {
@@ -206,9 +223,13 @@ impl Breaker {
             return;
         }
         tracing::warn!(shard = %self.name, from = s.state.name(), to = to.name(), "redis shard breaker");
-        metrics::gauge!("sluice_redis_shard_state", "shard" => self.name.clone()).set(to.gauge());
-        metrics::counter!("sluice_redis_shard_transitions_total", "shard" => self.name.clone(), "to" => to.name())
-            .increment(1);
+        self.gauge.set(to.gauge());
+        let i = match to {
+            State::Closed => 0,
+            State::HalfOpen => 1,
+            State::Open => 2,
+        };
+        self.transitions[i].increment(1);
         s.state = to;
     }
 }
@@ -225,6 +246,7 @@ mod tests {
                 open_for: Duration::from_millis(100),
                 max_open_for: Duration::from_millis(400),
             },
+            &Meter::default(),
         )
     }
 

@@ -2,6 +2,7 @@
 //! fallback (`local`: the same algorithms in memory, each limit shared among the replicas).
 
 use crate::limiter::{Op, Outcome};
+use crate::meter::Meter;
 pub use crate::store::breaker::{Breaker, BreakerConfig, Route, State};
 use crate::store::memory::MemoryStore;
 use std::sync::Arc;
@@ -44,15 +45,18 @@ pub struct Fallback {
     /// Counters decided locally while their shard is away; not written back when it returns
     /// (README, "When Redis fails"). All-or-nothing when admission is atomic.
     local: Arc<MemoryStore>,
+    /// Where `sluice_fallback_decisions_total{shard,policy}` is counted.
+    meter: Meter,
 }
 
 impl Fallback {
     /// A fallback deciding by `policy`, with `local` for the `local` policy.
-    pub fn new(policy: FailurePolicy, replicas: u32, local: MemoryStore) -> Fallback {
+    pub fn new(policy: FailurePolicy, replicas: u32, local: MemoryStore, meter: Meter) -> Fallback {
         Fallback {
             policy,
             replicas,
             local: Arc::new(local),
+            meter,
         }
     }
 
@@ -79,8 +83,10 @@ impl Fallback {
         charge: bool,
     ) -> Vec<Outcome> {
         let policy = self.policy;
-        metrics::counter!("sluice_fallback_decisions_total", "shard" => shard.to_owned(), "policy" => policy.name())
-            .increment(idx.len() as u64);
+        self.meter.record(|| {
+            metrics::counter!("sluice_fallback_decisions_total", "shard" => shard.to_owned(), "policy" => policy.name())
+                .increment(idx.len() as u64)
+        });
         let fixed = |allowed: bool| Outcome {
             allowed,
             fallback: true,
@@ -169,7 +175,12 @@ mod tests {
     #[test]
     fn a_check_charges_nothing_and_admits_only_what_fits() {
         let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000)));
-        let f = Fallback::new(FailurePolicy::Local, 2, MemoryStore::new(clock, 100));
+        let f = Fallback::new(
+            FailurePolicy::Local,
+            2,
+            MemoryStore::new(clock, 100),
+            Meter::default(),
+        );
         // Local share of 10 among 2 replicas: 5. Charge 3.
         let out = f.decide("s", &[op("k", 10, 3)], &[0], false, true);
         assert!(out[0].allowed && out[0].fallback);

@@ -22,6 +22,7 @@ use crate::limiter::sliding_log::SlidingLog;
 use crate::limiter::sliding_window::SlidingWindow;
 use crate::limiter::token_bucket::TokenBucket;
 use crate::limiter::{Op, Outcome};
+use crate::meter::Meter;
 use crate::rules::model::Algorithm;
 use crate::store::{OverrideMedium, Store, StoreError};
 use hashbrown::hash_table::{Entry, HashTable};
@@ -163,6 +164,10 @@ pub struct MemoryStore {
     atomic: bool,
     /// Expiry-heap entries examined to make room, for tests proving the work is bounded.
     examined: AtomicUsize,
+    /// `sluice_memory_store_full_total`: new counters refused because a shard was full.
+    full: metrics::Counter,
+    /// `sluice_memory_store_keys`, set after each sweep.
+    keys: metrics::Gauge,
 }
 
 impl MemoryStore {
@@ -176,7 +181,21 @@ impl MemoryStore {
             live: AtomicUsize::new(0),
             atomic: false,
             examined: AtomicUsize::new(0),
+            full: metrics::Counter::noop(),
+            keys: metrics::Gauge::noop(),
         }
+    }
+
+    /// Records `sluice_memory_store_full_total` and `sluice_memory_store_keys` in `meter`
+    /// (a store without one — the Redis store's local fallback — records nowhere).
+    pub fn with_meter(mut self, meter: &Meter) -> MemoryStore {
+        (self.full, self.keys) = meter.record(|| {
+            (
+                metrics::counter!("sluice_memory_store_full_total"),
+                metrics::gauge!("sluice_memory_store_keys"),
+            )
+        });
+        self
     }
 
     /// Makes every request all-or-nothing: if any op is denied, none is charged.
@@ -340,7 +359,7 @@ impl MemoryStore {
         if shard.table.len() < self.shard_cap {
             return true;
         }
-        metrics::counter!("sluice_memory_store_full_total").increment(1);
+        self.full.increment(1);
         false
     }
 
@@ -416,7 +435,7 @@ impl MemoryStore {
                 }
             }
         }
-        metrics::gauge!("sluice_memory_store_keys").set(self.len() as f64);
+        self.keys.set(self.len() as f64);
         dropped
     }
 

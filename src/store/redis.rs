@@ -21,6 +21,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::limiter::{Op, Outcome};
+use crate::meter::Meter;
 use crate::rules::model::Algorithm;
 use crate::store::fallback::{BreakerConfig, FailurePolicy, Fallback, Route, State};
 use crate::store::memory::MemoryStore;
@@ -143,6 +144,14 @@ return { 0 }
 impl RedisStore {
     /// Connects to every node (each within the timeout).
     pub async fn connect(config: RedisConfig) -> Result<RedisStore, StoreError> {
+        RedisStore::connect_with_meter(config, &Meter::default()).await
+    }
+
+    /// [`RedisStore::connect`], recording shard, breaker and fallback metrics in `meter`.
+    pub async fn connect_with_meter(
+        config: RedisConfig,
+        meter: &Meter,
+    ) -> Result<RedisStore, StoreError> {
         if config.nodes.is_empty() {
             return Err(StoreError::Unavailable("no Redis node configured".into()));
         }
@@ -152,19 +161,19 @@ impl RedisStore {
                 for url in &config.nodes {
                     let (name, conn) =
                         redis_conn::node(url, config.timeout, config.tls_ca.as_deref()).await?;
-                    shards.push(shard(name, conn, &config));
+                    shards.push(shard(name, conn, &config, meter));
                 }
             }
             Topology::Cluster => {
                 let (name, conn) =
                     redis_conn::cluster(&config.nodes, config.timeout, config.tls_ca.as_deref())
                         .await?;
-                shards.push(shard(name, conn, &config));
+                shards.push(shard(name, conn, &config, meter));
             }
             Topology::Sentinel { master } => {
                 let (name, conn) =
                     redis_conn::sentinel(&config.nodes, master, config.timeout).await?;
-                shards.push(shard(name, conn, &config));
+                shards.push(shard(name, conn, &config, meter));
             }
         }
         let ring = ShardRing::new(&shards.iter().map(|s| s.name.clone()).collect::<Vec<_>>());
@@ -181,6 +190,7 @@ impl RedisStore {
             config.fallback.policy,
             config.fallback.replicas,
             local,
+            meter.clone(),
         ));
         let mut tasks: Vec<JoinHandle<()>> = shards
             .iter()
@@ -489,12 +499,13 @@ impl OverrideMedium for RedisStore {
     }
 }
 
-fn shard(name: String, conn: Conn, config: &RedisConfig) -> Shard {
+fn shard(name: String, conn: Conn, config: &RedisConfig, meter: &Meter) -> Shard {
     Shard::new(
         name,
         conn,
         config.fallback.breaker,
         redis_conn::health_deadline(config.timeout),
+        meter,
     )
 }
 

@@ -15,6 +15,7 @@
 //! While the breaker is open, [`watch`] probes the node with `PING` every interval and closes
 //! the breaker as soon as it answers; requests never wait on it.
 
+use crate::meter::Meter;
 use crate::store::breaker::{Breaker, BreakerConfig};
 use crate::store::redis_conn::Conn;
 use crate::store::StoreError;
@@ -100,13 +101,26 @@ pub struct Shard {
 
 impl Shard {
     /// A shard with a closed breaker.
-    pub fn new(name: String, conn: Conn, breaker: BreakerConfig, ping_within: Duration) -> Shard {
+    pub fn new(
+        name: String,
+        conn: Conn,
+        breaker: BreakerConfig,
+        ping_within: Duration,
+        meter: &Meter,
+    ) -> Shard {
         let label = name.clone();
+        let (latency, request_errors, timeouts) = meter.record(|| {
+            (
+                metrics::histogram!("sluice_redis_call_duration_seconds", "shard" => label.clone()),
+                metrics::counter!("sluice_redis_request_errors_total", "shard" => label.clone()),
+                metrics::counter!("sluice_redis_timeouts_total", "shard" => label),
+            )
+        });
         Shard {
-            breaker: Breaker::new(&name, breaker),
-            latency: metrics::histogram!("sluice_redis_call_duration_seconds", "shard" => label.clone()),
-            request_errors: metrics::counter!("sluice_redis_request_errors_total", "shard" => label.clone()),
-            timeouts: metrics::counter!("sluice_redis_timeouts_total", "shard" => label),
+            breaker: Breaker::new(&name, breaker, meter),
+            latency,
+            request_errors,
+            timeouts,
             name,
             conn,
             ping_within,
