@@ -399,14 +399,50 @@ local function decide(st, op)
 end
 
 -- Decides every op in order; an op on a key seen before continues from the state left.
+-- Fast path, mode 0 only: a fixed-window charge on a key the request touches once is one
+-- INCRBY, as upstream, giving exactly what load/decide/store would (the count saturates at
+-- COUNTER_CAP, a stored value below 0 counts as 0). A refund, a check, a repeated key or a
+-- value INCRBY refuses (not an integer, another type, overflow) takes the general path.
+local function fixed_incr(op)
+  local window, now_s = fixed_window_of(op)
+  local k = op.key .. '_' .. int(window)
+  local raw = redis.pcall('INCRBY', k, int(op.hits))
+  if type(raw) ~= 'number' then return nil end
+  local before = raw - op.hits
+  local after
+  if before < 0 or before > COUNTER_CAP or raw > COUNTER_CAP then
+    before = min(max(0, before), COUNTER_CAP)
+    after = min(before + op.hits, COUNTER_CAP)
+    redis.call('SET', k, int(after), 'KEEPTTL')
+  else
+    after = raw
+    if before == 0 then redis.call('PEXPIRE', k, int(op.period * 1000 + slack)) end
+  end
+  local allowed = after <= op.limit
+  local reset = (op.period - now_s % op.period) * 1000000
+  local remaining = 0
+  if allowed then remaining = op.limit - min(op.limit, after) end
+  return { allowed and 1 or 0, remaining, reset, allowed and 0 or reset, before, after }
+end
+
+local uses = {}
+if mode == 0 then
+  for _, op in ipairs(ops) do uses[op.key] = (uses[op.key] or 0) + 1 end
+end
+
 local results, states, order = {}, {}, {}
 for i, op in ipairs(ops) do
-  local st = states[op.key]
-  if not st then
-    st = load(op)
-    order[#order + 1] = op.key
+  if mode == 0 and op.algo == 1 and not op.refund and op.hits > 0 and uses[op.key] == 1 then
+    results[i] = fixed_incr(op)
   end
-  results[i], states[op.key] = decide(st, op)
+  if not results[i] then
+    local st = states[op.key]
+    if not st then
+      st = load(op)
+      order[#order + 1] = op.key
+    end
+    results[i], states[op.key] = decide(st, op)
+  end
 end
 
 local all_fit = true

@@ -77,7 +77,7 @@ pub fn resolve<'a>(
             Resolved::Request(spec, base) => Effective::Limited {
                 rule: None,
                 limits: vec![EffectiveLimit {
-                    key: base.counter(slot(0, false, spec.algorithm)),
+                    key: base.into_counter(slot(0, false, spec.algorithm)),
                     spec,
                 }],
             },
@@ -95,15 +95,32 @@ pub fn resolve<'a>(
                 let Policy::Limited(limits) = &node.policy else {
                     return Effective::NoLimit;
                 };
-                let limits: Vec<EffectiveLimit<'a>> = limits
+                let kept = limits
                     .iter()
                     .enumerate()
-                    .filter(|(_, l)| !l.name.as_deref().is_some_and(is_replaced))
-                    .map(|(i, l)| EffectiveLimit {
-                        key: base.counter(slot(i, false, l.algorithm)),
+                    .filter(|(_, l)| !l.name.as_deref().is_some_and(is_replaced));
+                let n = kept.clone().count();
+                let mut base = Some(base);
+                let mut out: Vec<EffectiveLimit<'a>> = Vec::with_capacity(n);
+                for (i, l) in kept {
+                    let s = slot(i, false, l.algorithm);
+                    // The last limit takes the base's buffer: one allocation per descriptor
+                    // in the common single-limit case.
+                    let key = match base.take() {
+                        Some(b) if out.len() + 1 == n => b.into_counter(s),
+                        Some(b) => {
+                            let key = b.counter(s);
+                            base = Some(b);
+                            key
+                        }
+                        None => break,
+                    };
+                    out.push(EffectiveLimit {
+                        key,
                         spec: rule_spec(l),
-                    })
-                    .collect();
+                    });
+                }
+                let limits = out;
                 if limits.is_empty() {
                     Effective::NoLimit
                 } else {
@@ -222,7 +239,7 @@ fn apply_override<'a>(
         burst: burst.unwrap_or(requests_per_unit),
         source: LimitSource::Runtime,
     };
-    Resolved::Runtime(spec, base.counter(slot(0, own, algorithm)), node)
+    Resolved::Runtime(spec, base.into_counter(slot(0, own, algorithm)), node)
 }
 
 #[cfg(test)]

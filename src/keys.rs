@@ -106,38 +106,49 @@ impl CounterBase {
     pub fn counter(&self, slot: CounterSlot) -> String {
         let mut key = String::with_capacity(self.text.len() + 8);
         key.push_str(&self.text);
-        if slot.index > 0 {
-            let _ = write!(key, "_#{}", slot.index + 1);
-        }
-        if slot.own_override {
-            key.push_str("_#o");
-        }
-        match slot.algorithm {
-            Algorithm::FixedWindow => {}
-            Algorithm::SlidingWindow => key.push_str("_#w"),
-            Algorithm::SlidingLog => key.push_str("_#l"),
-            Algorithm::TokenBucket => key.push_str("_#b"),
-        }
-        if key.len() <= MAX_KEY_BYTES {
-            return key;
-        }
-        let digest = Sha256::digest(key.as_bytes());
-        let mut hashed = String::with_capacity(MAX_DOMAIN_PREFIX + 68);
-        if self.domain_len <= MAX_DOMAIN_PREFIX {
-            hashed.push_str(&self.text[..self.domain_len]);
-            hashed.push('_');
-        }
-        hashed.push_str("#h");
-        for b in digest {
-            let _ = write!(hashed, "{b:02x}");
-        }
-        hashed
+        finish(key, self.domain_len, slot)
+    }
+
+    /// [`CounterBase::counter`] reusing the base's buffer (for its last, or only, limit).
+    pub fn into_counter(self, slot: CounterSlot) -> String {
+        finish(self.text, self.domain_len, slot)
     }
 
     /// The escaped text so far (tests and logs).
     pub fn as_str(&self) -> &str {
         &self.text
     }
+}
+
+/// Appends the markers of `slot` to `key` (a base: escaped domain, then entries) and bounds
+/// its length; `domain_len` bytes of `key` are the escaped domain.
+fn finish(mut key: String, domain_len: usize, slot: CounterSlot) -> String {
+    if slot.index > 0 {
+        let _ = write!(key, "_#{}", slot.index + 1);
+    }
+    if slot.own_override {
+        key.push_str("_#o");
+    }
+    match slot.algorithm {
+        Algorithm::FixedWindow => {}
+        Algorithm::SlidingWindow => key.push_str("_#w"),
+        Algorithm::SlidingLog => key.push_str("_#l"),
+        Algorithm::TokenBucket => key.push_str("_#b"),
+    }
+    if key.len() <= MAX_KEY_BYTES {
+        return key;
+    }
+    let digest = Sha256::digest(key.as_bytes());
+    let mut hashed = String::with_capacity(MAX_DOMAIN_PREFIX + 68);
+    if domain_len <= MAX_DOMAIN_PREFIX {
+        hashed.push_str(&key[..domain_len]);
+        hashed.push('_');
+    }
+    hashed.push_str("#h");
+    for b in digest {
+        let _ = write!(hashed, "{b:02x}");
+    }
+    hashed
 }
 
 /// The stats key of a `detailed_metric` rule for one request: `domain.k1_v1.k2_v2` with every

@@ -19,13 +19,12 @@
 pub mod track;
 
 use crate::meter::Meter;
-use parking_lot::Mutex;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -75,10 +74,6 @@ pub struct Activity {
     requests: AtomicU64,
     /// When a request last started or finished, in ms since `accepted`.
     last_ms: AtomicU64,
-    /// The connection task's waker from its last read: woken when the last request ends so
-    /// the read re-arms the timer to the idle deadline (an idle HTTP/1 connection's read is
-    /// parked since before the request, and nothing else would wake it).
-    waker: Mutex<Option<Waker>>,
 }
 
 impl Activity {
@@ -88,7 +83,6 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
-            waker: Mutex::new(None),
         })
     }
 
@@ -126,11 +120,7 @@ pub struct RequestGuard(Arc<Activity>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.touch();
-        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            if let Some(waker) = self.0.waker.lock().as_ref() {
-                waker.wake_by_ref();
-            }
-        }
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -155,9 +145,9 @@ impl<IO> Guarded<IO> {
     /// Wraps a freshly accepted connection.
     pub fn new(io: IO, timeouts: Timeouts, timed_out: metrics::Counter) -> Guarded<IO> {
         let activity = Activity::new();
-        let timer = Box::pin(tokio::time::sleep_until(
-            activity.accepted + timeouts.header_read,
-        ));
+        // The first deadline reachable: the first request's, or the idle one after a request.
+        let first = activity.accepted + timeouts.header_read.min(timeouts.idle);
+        let timer = Box::pin(tokio::time::sleep_until(first));
         Guarded {
             io,
             activity,
@@ -173,42 +163,24 @@ impl<IO> Guarded<IO> {
         Arc::clone(&self.activity)
     }
 
-    /// Whether a deadline has passed; if not, the timer is armed for the current one (the
-    /// first-request deadline, or the idle deadline since the last request ended) and `cx`
-    /// registered with it (and with the activity, for a request's end to wake this task).
+    /// Whether a deadline has passed. The timer is armed no later than any deadline the
+    /// connection can reach from now on (the first-request deadline, or `idle` after the
+    /// latest activity), and the deadline is only recomputed when it fires: a busy connection
+    /// costs no timer work per read, and an early firing just re-arms it. The timer's waker is
+    /// the connection task's, so a parked idle read is woken to close.
     fn past_deadline(&mut self, cx: &mut Context<'_>) -> bool {
-        // The read that fetched a request may already be parked when the request ends (HTTP/1
-        // does not read again by itself): the request's end wakes this task through here.
-        {
-            let mut parked = self.activity.waker.lock();
-            if !parked.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *parked = Some(cx.waker().clone());
-            }
-        }
-        while !self.expired {
+        while !self.expired && self.timer.as_mut().poll(cx).is_ready() {
             let now = Instant::now();
-            let armed = self.timer.deadline();
-            let target = match self.activity.expiry(self.timeouts) {
+            // Activity after `now` can only set an idle deadline at or after `now + idle`.
+            let soonest = now + self.timeouts.idle;
+            match self.activity.expiry(self.timeouts) {
                 Some(at) if now >= at => {
                     self.expired = true;
                     self.timed_out.increment(1);
                     tracing::debug!("closing a connection past its first-request or idle deadline");
-                    break;
                 }
-                Some(at) => at,
-                None => {
-                    if armed > now {
-                        armed
-                    } else {
-                        now + self.timeouts.idle
-                    }
-                }
-            };
-            if armed != target {
-                self.timer.as_mut().reset(target);
-            }
-            if self.timer.as_mut().poll(cx).is_pending() {
-                break;
+                Some(at) => self.timer.as_mut().reset(at.min(soonest)),
+                None => self.timer.as_mut().reset(soonest),
             }
         }
         self.expired
