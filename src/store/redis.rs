@@ -38,6 +38,10 @@ use tokio::time::Instant;
 /// The batch script, compiled into the binary.
 pub const SCRIPT: &str = include_str!("../../lua/limiter.lua");
 
+/// The common call alone (every op a fixed-window charge on its own key, mode each): the
+/// same results as [`SCRIPT`] without its per-call setup.
+pub const FIXED_SCRIPT: &str = include_str!("../../lua/fixed.lua");
+
 /// Integers the script returns per key.
 const FIELDS: usize = 6;
 
@@ -96,6 +100,8 @@ pub struct RedisStore {
     ring: ShardRing,
     /// `EVALSHA`, falling back to `SCRIPT LOAD` on `NOSCRIPT` (after a Redis restart).
     script: redis::Script,
+    /// [`FIXED_SCRIPT`], for calls it covers (upstream's plain fixed-window charges).
+    fixed_script: redis::Script,
     /// See [`RedisConfig::key_prefix`].
     prefix: String,
     /// See [`RedisConfig::timeout`].
@@ -201,6 +207,7 @@ impl RedisStore {
             shards,
             ring,
             script: redis::Script::new(SCRIPT),
+            fixed_script: redis::Script::new(FIXED_SCRIPT),
             prefix: config.key_prefix,
             timeout: config.timeout,
             clock: config.clock.clone(),
@@ -324,7 +331,20 @@ impl RedisStore {
         let now = self.clock.as_ref().map_or(0, |c| {
             u64::try_from(c.now().as_micros()).unwrap_or(u64::MAX)
         });
-        let mut inv = self.script.prepare_invoke();
+        let plain = mode == Mode::Each
+            && idx.iter().enumerate().all(|(n, &i)| {
+                let op = &ops[i];
+                op.algorithm == Algorithm::FixedWindow
+                    && !op.refund
+                    && op.hits > 0
+                    && idx[..n].iter().all(|&j| ops[j].key != op.key)
+            });
+        let script = if plain {
+            &self.fixed_script
+        } else {
+            &self.script
+        };
+        let mut inv = script.prepare_invoke();
         inv.arg(now).arg(mode as u8);
         for &i in idx {
             let op = &ops[i];
