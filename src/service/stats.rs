@@ -146,3 +146,34 @@ impl Stats {
         self.rule(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detailed_series_are_capped_then_fold_into_the_rule() {
+        let meter = Meter::prometheus();
+        let stats = Stats::new(0.8, meter.clone());
+        for i in 0..MAX_STATS_KEYS + 50 {
+            stats
+                .detailed(&format!("d.k_{i}"), "d.k")
+                .total_hits
+                .increment(1);
+        }
+        assert_eq!(
+            stats.rules.read().len(),
+            MAX_STATS_KEYS + 1,
+            "the cap, plus the rule's own"
+        );
+        let text = meter.render();
+        let rule_line = "ratelimit_service_rate_limit_total_hits{domain=\"d\",key1=\"k\"}";
+        assert!(
+            text.lines().any(|l| l == format!("{rule_line} 50")),
+            "the 50 past the cap count on the rule's series"
+        );
+        // A series that existed before the cap keeps counting on its own.
+        stats.detailed("d.k_0", "d.k").total_hits.increment(1);
+        assert!(text.contains("key1=\"k_0\""));
+    }
+}
