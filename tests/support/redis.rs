@@ -92,6 +92,9 @@ impl RedisServer {
         let mut first = String::new();
         r.read_line(&mut first).expect("reply");
         if let Some(len) = first.strip_prefix('$') {
+            if len.trim() == "-1" {
+                return String::new(); // nil
+            }
             let len: usize = len.trim().parse().expect("bulk length");
             let mut body = vec![0u8; len + 2];
             std::io::Read::read_exact(&mut r, &mut body).expect("bulk body");
