@@ -235,23 +235,16 @@ async fn allow_and_deny_policies() {
     use sluice::rules::model::Algorithm;
     use sluice::store::fallback::FailurePolicy;
     use sluice::store::redis::{FallbackConfig, RedisConfig, RedisStore};
-    use sluice::store::redis_conn::Topology;
     use sluice::store::Store;
     for (policy, allowed) in [(FailurePolicy::Allow, true), (FailurePolicy::Deny, false)] {
         let mut node = RedisServer::start();
         let store = RedisStore::connect(RedisConfig {
-            nodes: vec![node.url()],
-            topology: Topology::Shards,
-            tls_ca: None,
-            key_prefix: String::new(),
-            timeout: Duration::from_millis(10),
-            atomic: false,
-            clock: None,
             fallback: FallbackConfig {
                 policy,
                 ..Default::default()
             },
             local_max_keys: 1000,
+            ..RedisConfig::new(vec![node.url()])
         })
         .await
         .expect("connect");

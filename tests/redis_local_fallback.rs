@@ -8,7 +8,6 @@ use sluice::limiter::Op;
 use sluice::rules::model::Algorithm;
 use sluice::store::fallback::State;
 use sluice::store::redis::{RedisConfig, RedisStore};
-use sluice::store::redis_conn::Topology;
 use sluice::store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,15 +30,10 @@ async fn the_local_fallback_is_all_or_nothing_and_swept() {
     let mut node = RedisServer::start();
     let clock = Arc::new(ManualClock::new(Duration::from_secs(1_000_000)));
     let store = RedisStore::connect(RedisConfig {
-        nodes: vec![node.url()],
-        topology: Topology::Shards,
-        tls_ca: None,
-        key_prefix: String::new(),
-        timeout: Duration::from_millis(10),
         atomic: true,
         clock: Some(clock.clone()),
-        fallback: Default::default(), // local, one replica: the full limits
-        local_max_keys: 1_000,
+        local_max_keys: 1_000, // local, one replica: the full limits
+        ..RedisConfig::new(vec![node.url()])
     })
     .await
     .expect("connect");

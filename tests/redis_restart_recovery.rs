@@ -8,7 +8,6 @@ use sluice::limiter::Op;
 use sluice::rules::model::Algorithm;
 use sluice::store::fallback::State;
 use sluice::store::redis::{RedisConfig, RedisStore};
-use sluice::store::redis_conn::Topology;
 use sluice::store::Store;
 use std::time::{Duration, Instant};
 use support::redis::RedisServer;
@@ -29,15 +28,8 @@ fn op() -> Op {
 async fn a_restarted_node_is_used_again_within_one_probe_interval() {
     let mut node = RedisServer::start();
     let store = RedisStore::connect(RedisConfig {
-        nodes: vec![node.url()],
-        topology: Topology::Shards,
-        tls_ca: None,
-        key_prefix: String::new(),
-        timeout: Duration::from_millis(10),
-        atomic: false,
-        clock: None,
-        fallback: Default::default(), // breaker: 3 failures, probes every 500 ms
-        local_max_keys: 1_000,
+        local_max_keys: 1_000, // breaker: 3 failures, probes every 500 ms
+        ..RedisConfig::new(vec![node.url()])
     })
     .await
     .expect("connect");

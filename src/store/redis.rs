@@ -70,6 +70,25 @@ pub struct RedisConfig {
     pub local_max_keys: usize,
 }
 
+impl RedisConfig {
+    /// Independent shards at `nodes` with the service's defaults: no TLS CA, no key prefix,
+    /// a 10 ms deadline, upstream's admission, Redis `TIME`, the local fallback with default
+    /// breaker thresholds, 1 000 000 local counters. Change fields with struct update syntax.
+    pub fn new(nodes: Vec<String>) -> RedisConfig {
+        RedisConfig {
+            nodes,
+            topology: Topology::Shards,
+            tls_ca: None,
+            key_prefix: String::new(),
+            timeout: Duration::from_millis(10),
+            atomic: false,
+            clock: None,
+            fallback: FallbackConfig::default(),
+            local_max_keys: 1_000_000,
+        }
+    }
+}
+
 /// The failure policy and the breaker thresholds.
 #[derive(Debug, Clone, Copy)]
 pub struct FallbackConfig {
