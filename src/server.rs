@@ -42,7 +42,7 @@ pub const HEALTH_NAMES: [&str; 3] = [
 ];
 
 /// HTTP/2 streams one gRPC connection may have open at once.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 
 /// How long in-flight calls may take to finish after the shutdown delay.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -269,6 +269,7 @@ impl Server {
             crate::admin::Limits {
                 timeouts: timeouts(&settings),
                 max_request_bytes: settings.max_request_bytes,
+                request_timeout: Duration::from_millis(settings.request_timeout_ms),
             },
             async move {
                 let _ = admin_stopped.wait_for(|stop| *stop).await;
@@ -421,6 +422,8 @@ async fn serve<S: Store>(
         // the peer's limit; a client cannot park unbounded streams (each may buffer up to
         // max_request_bytes) on one connection.
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
+        // A request stalled mid-body (or a handler stuck) ends: its stream and buffers go.
+        .timeout(Duration::from_millis(settings.request_timeout_ms))
         .add_service(Tracked(health))
         .add_service(Tracked(reflection_v1))
         .add_service(Tracked(reflection_v1alpha))

@@ -125,6 +125,9 @@ pub struct Settings {
     pub keepalive_ms: u64,
     /// How long a keepalive PING may go unanswered (ms).
     pub keepalive_timeout_ms: u64,
+    /// Longest a request may take from its headers to its answer (ms), body included: a
+    /// client that stalls mid-request cannot hold its stream (and what it buffered) for ever.
+    pub request_timeout_ms: u64,
     /// OTLP/gRPC collector for tracing spans, e.g. `http://127.0.0.1:4317` (empty: off; needs
     /// the `otlp` cargo feature).
     pub otlp_endpoint: String,
@@ -170,6 +173,7 @@ pub const KEYS: &[&str] = &[
     "header_read_timeout_ms",
     "keepalive_ms",
     "keepalive_timeout_ms",
+    "request_timeout_ms",
 ];
 
 /// What the command line asks for.
@@ -323,6 +327,9 @@ struct ServeArgs {
     /// Keepalive PING answer within, ms [env: SLUICE_KEEPALIVE_TIMEOUT_MS] [default: 10000]
     #[arg(long)]
     keepalive_timeout_ms: Option<u64>,
+    /// Longest request, body included, ms [env: SLUICE_REQUEST_TIMEOUT_MS] [default: 30000]
+    #[arg(long)]
+    request_timeout_ms: Option<u64>,
     /// ext_authz API keys file; enables Authorization/Check [env: SLUICE_AUTHZ_KEYS]
     #[arg(long, value_name = "FILE")]
     authz_keys: Option<String>,
@@ -405,6 +412,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("header_read_timeout_ms", 10000u64))
         .and_then(|b| b.set_default("keepalive_ms", 30000u64))
         .and_then(|b| b.set_default("keepalive_timeout_ms", 10000u64))
+        .and_then(|b| b.set_default("request_timeout_ms", 30000u64))
         .map_err(invalid)?;
     let file = args
         .config
@@ -499,6 +507,10 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         (
             "keepalive_timeout_ms",
             args.keepalive_timeout_ms.map(Into::into),
+        ),
+        (
+            "request_timeout_ms",
+            args.request_timeout_ms.map(Into::into),
         ),
     ];
     for (key, value) in overrides {
@@ -622,6 +634,7 @@ impl Settings {
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("keepalive_ms", self.keepalive_ms),
             ("keepalive_timeout_ms", self.keepalive_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
         ] {
             if value == 0 {
                 return Err(SettingsError::Invalid(format!("{name} must be at least 1")));

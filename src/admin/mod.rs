@@ -190,6 +190,8 @@ pub struct Limits {
     pub timeouts: Timeouts,
     /// `max_request_bytes`: a larger body (e.g. on `/json`) is 413 before it is buffered.
     pub max_request_bytes: usize,
+    /// `request_timeout_ms`: a request not answered by then (a body that stalls) is 408.
+    pub request_timeout: std::time::Duration,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes. Connections are held
@@ -243,6 +245,14 @@ pub async fn serve<S: Storage>(
         .route("/admin/reset", post(control::reset::<S>))
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                match tokio::time::timeout(limits.request_timeout, next.run(req)).await {
+                    Ok(response) => response,
+                    Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out").into_response(),
+                }
+            },
+        ))
         .layer(axum::middleware::from_fn(track::axum_track));
     let conns = crate::net::ConnMetrics::new(&meter_for_conns);
     let listener = GuardedListener::new(listener, limits.timeouts, conns);

@@ -79,8 +79,14 @@ impl Shard {
                     dropped += 1;
                 }
                 Err(_) => {
-                    // Extended since queued (or removed): re-queue a live one at its expiry.
-                    if let Some(slot) = self.table.find(hash, |s| s.hash == hash) {
+                    // Extended since queued: re-queue it at its expiry. An entry that is not
+                    // the slot's own (left by a counter reset and re-created since) is dropped,
+                    // so each live counter keeps exactly one entry.
+                    if let Some(slot) = self
+                        .table
+                        .find_mut(hash, |s| s.hash == hash && s.queued_ms == at)
+                    {
+                        slot.queued_ms = slot.expires_ms;
                         self.expiries.push(Reverse((slot.expires_ms, hash)));
                     }
                 }
@@ -144,6 +150,9 @@ struct Slot {
     hash: u64,
     /// When the state stops mattering (ms since the epoch); the sweeper drops it after.
     expires_ms: u64,
+    /// The time of this counter's own entry in the shard's expiry heap (other entries with
+    /// its hash are stale leftovers of a reset counter).
+    queued_ms: u64,
     /// The algorithm's state.
     state: State,
 }
@@ -340,6 +349,7 @@ impl MemoryStore {
             key: op.key.as_str().into(),
             hash,
             expires_ms,
+            queued_ms: expires_ms,
             state,
         };
         shard.table.insert_unique(hash, slot, |s| s.hash);
@@ -603,5 +613,25 @@ mod tests {
         clock.advance(Duration::from_secs(60));
         assert_eq!(s.sweep(), 1);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn resets_leave_no_heap_entries_behind() {
+        let (clock, s) = store(1000);
+        let mut sliding = op("reset-me", 5, 10, 1);
+        sliding.algorithm = Algorithm::SlidingWindow;
+        for _ in 0..100 {
+            s.apply_now(std::slice::from_ref(&sliding));
+            s.remove(std::slice::from_ref(&sliding));
+            clock.advance(Duration::from_secs(1));
+        }
+        s.apply_now(std::slice::from_ref(&sliding));
+        // Every stale entry is popped by the time the live counter's own would be, and dropped.
+        clock.advance(Duration::from_secs(25));
+        s.apply_now(std::slice::from_ref(&sliding));
+        s.sweep();
+        let entries: usize = s.shards.iter().map(|sh| sh.lock().expiries.len()).sum();
+        assert_eq!(entries, 1, "one entry for the one live counter");
+        assert!(s.contains("reset-me"));
     }
 }
