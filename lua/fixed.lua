@@ -57,10 +57,11 @@ for i = 1, #KEYS do
     if type(v) == 'table' then v = nil end
     before = count(v, COUNTER_CAP)
     after = min(before + hits, COUNTER_CAP)
-    if tonumber(v) ~= nil then
-      redis.call('SET', k, int(after), 'KEEPTTL')
-    else
+    if tonumber(v) == nil then
       redis.call('SET', k, int(after), 'PX', int(period * 1000 + slack))
+    elseif after ~= before then
+      -- As limiter.lua: an unchanged (saturated) count is not written back.
+      redis.call('SET', k, int(after), 'KEEPTTL')
     end
   end
   local allowed = after <= limit
