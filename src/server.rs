@@ -270,6 +270,7 @@ impl Server {
                 timeouts: timeouts(&settings),
                 max_request_bytes: settings.max_request_bytes,
                 request_timeout: Duration::from_millis(settings.request_timeout_ms),
+                max_connections: settings.max_connections,
             },
             async move {
                 let _ = admin_stopped.wait_for(|stop| *stop).await;
@@ -411,7 +412,7 @@ async fn serve<S: Store>(
     let incoming = crate::net::incoming(
         listener,
         timeouts(settings),
-        crate::net::ConnMetrics::new(meter),
+        crate::net::ConnMetrics::new(meter, settings.max_connections),
     );
     tracing::info!("listening grpc={addr}");
     let serving = tonic::transport::Server::builder()

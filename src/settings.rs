@@ -128,6 +128,9 @@ pub struct Settings {
     /// Longest a request may take from its headers to its answer (ms), body included: a
     /// client that stalls mid-request cannot hold its stream (and what it buffered) for ever.
     pub request_timeout_ms: u64,
+    /// Most connections open at once on each port; at the cap a port stops accepting until
+    /// one closes (clients wait in the kernel's backlog).
+    pub max_connections: usize,
     /// OTLP/gRPC collector for tracing spans, e.g. `http://127.0.0.1:4317` (empty: off; needs
     /// the `otlp` cargo feature).
     pub otlp_endpoint: String,
@@ -174,6 +177,7 @@ pub const KEYS: &[&str] = &[
     "keepalive_ms",
     "keepalive_timeout_ms",
     "request_timeout_ms",
+    "max_connections",
 ];
 
 /// What the command line asks for.
@@ -330,6 +334,9 @@ struct ServeArgs {
     /// Longest request, body included, ms [env: SLUICE_REQUEST_TIMEOUT_MS] [default: 30000]
     #[arg(long)]
     request_timeout_ms: Option<u64>,
+    /// Most open connections per port [env: SLUICE_MAX_CONNECTIONS] [default: 10000]
+    #[arg(long)]
+    max_connections: Option<u64>,
     /// ext_authz API keys file; enables Authorization/Check [env: SLUICE_AUTHZ_KEYS]
     #[arg(long, value_name = "FILE")]
     authz_keys: Option<String>,
@@ -413,6 +420,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
         .and_then(|b| b.set_default("keepalive_ms", 30000u64))
         .and_then(|b| b.set_default("keepalive_timeout_ms", 10000u64))
         .and_then(|b| b.set_default("request_timeout_ms", 30000u64))
+        .and_then(|b| b.set_default("max_connections", 10000u64))
         .map_err(invalid)?;
     let file = args
         .config
@@ -512,6 +520,7 @@ fn load(args: &ServeArgs, env: &HashMap<String, String>) -> Result<Settings, Set
             "request_timeout_ms",
             args.request_timeout_ms.map(Into::into),
         ),
+        ("max_connections", args.max_connections.map(Into::into)),
     ];
     for (key, value) in overrides {
         if let Some(v) = value {
@@ -635,6 +644,7 @@ impl Settings {
             ("keepalive_ms", self.keepalive_ms),
             ("keepalive_timeout_ms", self.keepalive_timeout_ms),
             ("request_timeout_ms", self.request_timeout_ms),
+            ("max_connections", self.max_connections as u64),
         ] {
             if value == 0 {
                 return Err(SettingsError::Invalid(format!("{name} must be at least 1")));

@@ -192,6 +192,8 @@ pub struct Limits {
     pub max_request_bytes: usize,
     /// `request_timeout_ms`: a request not answered by then (a body that stalls) is 408.
     pub request_timeout: std::time::Duration,
+    /// `max_connections`: open connections on the HTTP port.
+    pub max_connections: usize,
 }
 
 /// Serves the admin endpoints on `listener` until `shutdown` completes. Connections are held
@@ -254,7 +256,7 @@ pub async fn serve<S: Storage>(
             },
         ))
         .layer(axum::middleware::from_fn(track::axum_track));
-    let conns = crate::net::ConnMetrics::new(&meter_for_conns);
+    let conns = crate::net::ConnMetrics::new(&meter_for_conns, limits.max_connections);
     let listener = GuardedListener::new(listener, limits.timeouts, conns);
     axum::serve(
         listener,

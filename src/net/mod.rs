@@ -28,27 +28,33 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
 /// How long accepting pauses after an error such as EMFILE (other connections may close).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
-/// The connection counters of one server (`sluice_connections_timed_out_total`,
-/// `sluice_accept_errors_total`), registered once in its [`Meter`].
+/// What one port's connections share: how many may be open at once, and their counters
+/// (`sluice_connections_timed_out_total`, `sluice_accept_errors_total`, registered once in the
+/// server's [`Meter`]).
 #[derive(Clone)]
 pub struct ConnMetrics {
     /// Connections closed past a deadline.
     timed_out: metrics::Counter,
     /// Failed accepts (EMFILE and the like).
     accept_errors: metrics::Counter,
+    /// One permit per open connection (`max_connections`): at the cap the port stops
+    /// accepting (new clients wait in the kernel's backlog) until a connection closes.
+    slots: Arc<Semaphore>,
 }
 
 impl ConnMetrics {
-    /// The counters, registered in `meter`.
-    pub fn new(meter: &Meter) -> ConnMetrics {
+    /// The counters, registered in `meter`, for at most `max_connections` open connections.
+    pub fn new(meter: &Meter, max_connections: usize) -> ConnMetrics {
         meter.record(|| ConnMetrics {
             timed_out: metrics::counter!("sluice_connections_timed_out_total"),
             accept_errors: metrics::counter!("sluice_accept_errors_total"),
+            slots: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
         })
     }
 }
@@ -139,11 +145,18 @@ pub struct Guarded<IO> {
     expired: bool,
     /// Counts the close.
     timed_out: metrics::Counter,
+    /// This connection's place under `max_connections`, given back when it closes.
+    _slot: OwnedSemaphorePermit,
 }
 
 impl<IO> Guarded<IO> {
     /// Wraps a freshly accepted connection.
-    pub fn new(io: IO, timeouts: Timeouts, timed_out: metrics::Counter) -> Guarded<IO> {
+    pub fn new(
+        io: IO,
+        timeouts: Timeouts,
+        timed_out: metrics::Counter,
+        slot: OwnedSemaphorePermit,
+    ) -> Guarded<IO> {
         let activity = Activity::new();
         // The first deadline reachable: the first request's, or the idle one after a request.
         let first = activity.accepted + timeouts.header_read.min(timeouts.idle);
@@ -155,6 +168,7 @@ impl<IO> Guarded<IO> {
             timer,
             expired: false,
             timed_out,
+            _slot: slot,
         }
     }
 
@@ -234,20 +248,26 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
 /// Accepts one connection, riding out errors: a failed accept (EMFILE, ENFILE, ENOBUFS, a
 /// connection reset before accept) is counted, logged at most once a second, and retried after
 /// [`ACCEPT_BACKOFF`]. Never returns an error, so the serving loop never ends because of one.
+/// Waits for a free place under `max_connections` first.
 pub async fn accept(
     listener: &TcpListener,
     last_log: &mut Option<Instant>,
-    errors: &metrics::Counter,
-) -> (TcpStream, std::net::SocketAddr) {
+    timeouts: Timeouts,
+    shared: &ConnMetrics,
+) -> (Guarded<TcpStream>, std::net::SocketAddr) {
+    let Ok(slot) = Arc::clone(&shared.slots).acquire_owned().await else {
+        unreachable!("the connection semaphore is never closed");
+    };
     loop {
         match listener.accept().await {
             Ok((stream, addr)) => {
                 // Small responses must not wait for Nagle and delayed ACKs (40 ms stalls).
                 let _ = stream.set_nodelay(true);
-                return (stream, addr);
+                let timed_out = shared.timed_out.clone();
+                return (Guarded::new(stream, timeouts, timed_out, slot), addr);
             }
             Err(e) => {
-                errors.increment(1);
+                shared.accept_errors.increment(1);
                 let now = Instant::now();
                 if last_log.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
                     *last_log = Some(now);
@@ -269,8 +289,7 @@ pub fn incoming(
     futures_util::stream::unfold(
         (listener, None, metrics),
         move |(listener, mut last_log, metrics)| async move {
-            let (stream, _) = accept(&listener, &mut last_log, &metrics.accept_errors).await;
-            let conn = Guarded::new(stream, timeouts, metrics.timed_out.clone());
+            let (conn, _) = accept(&listener, &mut last_log, timeouts, &metrics).await;
             Some((Ok(conn), (listener, last_log, metrics)))
         },
     )
@@ -305,10 +324,13 @@ impl axum::serve::Listener for GuardedListener {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let errors = &self.metrics.accept_errors;
-        let (stream, addr) = accept(&self.listener, &mut self.last_log, errors).await;
-        let timed_out = self.metrics.timed_out.clone();
-        (Guarded::new(stream, self.timeouts, timed_out), addr)
+        accept(
+            &self.listener,
+            &mut self.last_log,
+            self.timeouts,
+            &self.metrics,
+        )
+        .await
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
