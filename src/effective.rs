@@ -9,6 +9,7 @@
 //!    node's limits (same unit and algorithm: the rule's counter carries on; otherwise its own);
 //! 4. every matched limit's `replaces` (unlimited ones included) switches limits off by name.
 
+use crate::concurrency::ConcurrencyRule;
 use crate::keys::{CounterBase, CounterSlot};
 use crate::limiter::plan::{Effective, EffectiveLimit, LimitSource, LimitSpec, RuleInfo};
 use crate::limiter::Algorithm;
@@ -27,6 +28,21 @@ enum Resolved<'a> {
     Runtime(LimitSpec<'a>, String, Option<&'a Node>),
 }
 
+/// A descriptor that matched a rule with `concurrency:`: what the waiting room needs.
+#[derive(Debug, Clone)]
+pub struct Pending<'a> {
+    /// The descriptor's position in the request.
+    pub index: usize,
+    /// The matched node (its flags and stats key).
+    pub node: &'a Node,
+    /// Its concurrency rule.
+    pub rule: &'a ConcurrencyRule,
+    /// The slot table's key ([`crate::keys::CounterBase::into_slots_key`]).
+    pub key: String,
+    /// Entries matched; the descriptor's later entries are request attributes.
+    pub matched: usize,
+}
+
 /// Resolves every descriptor of `request` against `rules` and the `overrides` active at
 /// `now_ms`; one [`Effective`] per descriptor, in request order.
 pub fn resolve<'a>(
@@ -35,12 +51,34 @@ pub fn resolve<'a>(
     now_ms: u64,
     request: &ValidRequest<'_>,
 ) -> Vec<Effective<'a>> {
+    resolve_all(rules, overrides, now_ms, request).0
+}
+
+/// [`resolve`], plus the descriptors that claim concurrency slots (no allocation when none).
+pub fn resolve_all<'a>(
+    rules: &'a Rules,
+    overrides: &OverrideSet,
+    now_ms: u64,
+    request: &ValidRequest<'_>,
+) -> (Vec<Effective<'a>>, Vec<Pending<'a>>) {
     let domain = request.domain();
+    let mut pending = Vec::new();
     let resolved: Vec<Resolved<'a>> = request
         .descriptors()
         .iter()
-        .map(|d| {
-            let r = lookup(rules, domain, d);
+        .enumerate()
+        .map(|(index, d)| {
+            let r = lookup(rules, domain, d, |node, base, matched| {
+                if let Some(rule) = node.concurrency.as_deref() {
+                    pending.push(Pending {
+                        index,
+                        node,
+                        rule,
+                        key: base.clone().into_slots_key(),
+                        matched,
+                    });
+                }
+            });
             if overrides.is_empty() || rules.domain(domain).is_none() {
                 r
             } else {
@@ -69,7 +107,7 @@ pub fn resolve<'a>(
         })
         .collect();
     let is_replaced = |name: &str| !name.is_empty() && replaced.contains(&name);
-    resolved
+    let effective = resolved
         .into_iter()
         .map(|r| match r {
             Resolved::None => Effective::NoLimit,
@@ -131,7 +169,8 @@ pub fn resolve<'a>(
                 }
             }
         })
-        .collect()
+        .collect();
+    (effective, pending)
 }
 
 fn slot(index: usize, own_override: bool, algorithm: Algorithm) -> CounterSlot {
@@ -142,7 +181,8 @@ fn slot(index: usize, own_override: bool, algorithm: Algorithm) -> CounterSlot {
     }
 }
 
-fn rule_info(node: &Node) -> RuleInfo<'_> {
+/// What the matched rule says beyond its limits.
+pub fn rule_info(node: &Node) -> RuleInfo<'_> {
     RuleInfo {
         stats_key: &node.stats_key,
         shadow: node.shadow_mode,
@@ -162,8 +202,14 @@ fn rule_spec(l: &Limit) -> LimitSpec<'_> {
     }
 }
 
-/// Looks one descriptor up: its request override, else the rules.
-fn lookup<'a>(rules: &'a Rules, domain: &str, d: &ValidDescriptor<'_>) -> Resolved<'a> {
+/// Looks one descriptor up: its request override, else the rules; `concurrent` sees a
+/// matched node with its counter base and matched entries.
+fn lookup<'a>(
+    rules: &'a Rules,
+    domain: &str,
+    d: &ValidDescriptor<'_>,
+    concurrent: impl FnOnce(&'a Node, &CounterBase, usize),
+) -> Resolved<'a> {
     if let Some(limit) = d.limit {
         if rules.domain(domain).is_none() {
             return Resolved::None;
@@ -180,11 +226,20 @@ fn lookup<'a>(rules: &'a Rules, domain: &str, d: &ValidDescriptor<'_>) -> Resolv
     }
     match rules.lookup(domain, d.pairs()) {
         Lookup::UnknownDomain | Lookup::NoMatch => Resolved::None,
-        Lookup::Matched { node, counter_key } => match &node.policy {
-            Policy::None => Resolved::None,
-            Policy::Unlimited { replaces } => Resolved::Unlimited(replaces),
-            Policy::Limited(_) => Resolved::Rule(node, counter_key),
-        },
+        Lookup::Matched {
+            node,
+            counter_key,
+            matched,
+        } => {
+            if node.concurrency.is_some() {
+                concurrent(node, &counter_key, matched);
+            }
+            match &node.policy {
+                Policy::None => Resolved::None,
+                Policy::Unlimited { replaces } => Resolved::Unlimited(replaces),
+                Policy::Limited(_) => Resolved::Rule(node, counter_key),
+            }
+        }
     }
 }
 

@@ -4,7 +4,12 @@
 //! ([`crate::limiter::plan`]) → count ([`crate::store`]) → pair outcomes with their checks →
 //! answer ([`crate::service::response`]) and count stats ([`crate::service::stats`]).
 
-use crate::effective;
+use crate::clock::SystemClock;
+use crate::concurrency::claim;
+use crate::concurrency::memory::MemorySlots;
+use crate::concurrency::metrics::RoomMetrics;
+use crate::concurrency::WaitingRoom;
+use crate::effective::{self, Pending};
 use crate::limiter::plan::{Decided, LimitSource, Plan};
 use crate::limiter::unit::Unit;
 use crate::meter::Meter;
@@ -19,6 +24,7 @@ use crate::store::Store;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +45,8 @@ pub struct RateLimiter<S> {
     stats: Stats,
     /// `sluice_request_duration_seconds`: the handle is cached (no registry lookup per call).
     latency: metrics::Histogram,
+    /// Concurrency slots and their waiting room.
+    room: Arc<WaitingRoom>,
 }
 
 /// A decided request.
@@ -100,7 +108,23 @@ impl<S: Store> RateLimiter<S> {
             bounds: RequestBounds::default(),
             stats: Stats::new(options.near_limit_ratio, Meter::default()),
             latency: metrics::Histogram::noop(),
+            room: WaitingRoom::new(
+                Arc::new(MemorySlots::new(Arc::new(SystemClock), 1_000_000)),
+                Duration::from_secs(30),
+                RoomMetrics::default(),
+            ),
         }
+    }
+
+    /// Uses `room` (and its slot backend) for concurrency rules.
+    pub fn with_room(mut self, room: Arc<WaitingRoom>) -> Self {
+        self.room = room;
+        self
+    }
+
+    /// The waiting room of concurrency rules.
+    pub fn room(&self) -> &Arc<WaitingRoom> {
+        &self.room
     }
 
     /// Records stats and latency in `meter` (a limiter built without one records nowhere).
@@ -185,21 +209,23 @@ impl<S: Store> RateLimiter<S> {
         let started = Instant::now();
         let request = ValidRequest::new(req, &self.bounds)?;
         let (rules, overrides, now_ms) = self.snapshots();
-        let plan = Plan::build(
-            effective::resolve(&rules, &overrides, now_ms, &request),
-            &request,
-        );
+        let (effective, pending) = effective::resolve_all(&rules, &overrides, now_ms, &request);
+        let plan = Plan::build(effective, &request);
         let outcomes = if plan.is_empty() {
             Vec::new()
         } else {
             self.store.apply(plan.ops(), deadline).await?
         };
-        let decided = plan.zip(outcomes)?;
-        self.stats.record(&decided, &request);
+        let mut decided = plan.zip(outcomes)?;
         let options = ResponseOptions {
             headers,
             ..self.options
         };
+        if !pending.is_empty() {
+            self.claim_slots(&mut decided, &pending, &request, deadline)
+                .await?;
+        }
+        self.stats.record(&decided, &request);
         let response = respond(&decided, options);
         // Only ext_authz reads it: ShouldRateLimit skips the allocation.
         let used = if detail {
@@ -209,6 +235,32 @@ impl<S: Store> RateLimiter<S> {
         };
         self.latency.record(started.elapsed().as_secs_f64());
         Ok(Decision { response, used })
+    }
+
+    /// Takes, waits for or releases the concurrency slots `pending` descriptors claim, and adds
+    /// the answers to `decided`. A request already refused by a rate limit takes no slot.
+    async fn claim_slots<'a>(
+        &self,
+        decided: &mut [Decided<'a>],
+        pending: &[Pending<'a>],
+        request: &ValidRequest<'_>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<(), ServiceError> {
+        let mut claims = claim::claims(pending, request);
+        if self.options.shadow_mode {
+            for c in &mut claims {
+                c.shadow = true;
+            }
+        }
+        let strict = ResponseOptions {
+            shadow_mode: false,
+            headers: HeaderMode::Off,
+            ..self.options
+        };
+        let denied = respond(decided, strict).overall_code == Code::OverLimit as i32;
+        let outcomes = self.room.admit(&claims, denied, deadline).await?;
+        claim::merge(decided, pending, &claims, &outcomes, request);
+        Ok(())
     }
 
     /// The current usage of one descriptor's limits, without charging anything.

@@ -114,6 +114,14 @@ impl CounterBase {
         finish(self.text, self.domain_len, slot)
     }
 
+    /// The key of the descriptor's concurrency slots: the base and `_#c`, never a rate
+    /// counter's key (no algorithm marks `#c`), bounded like every counter key.
+    pub fn into_slots_key(self) -> String {
+        let mut key = self.text;
+        key.push_str("_#c");
+        bound(key, self.domain_len)
+    }
+
     /// The escaped text so far (tests and logs).
     pub fn as_str(&self) -> &str {
         &self.text
@@ -135,6 +143,31 @@ fn finish(mut key: String, domain_len: usize, slot: CounterSlot) -> String {
         Algorithm::SlidingLog => key.push_str("_#l"),
         Algorithm::TokenBucket => key.push_str("_#b"),
     }
+    bound(key, domain_len)
+}
+
+/// A lease id as slot tables store it: bounded in size. An id of at most
+/// [`MAX_LEASE_ID_BYTES`] not starting with `#` is kept verbatim; any other becomes
+/// `#h<sha256 hex>` — no verbatim id starts with `#`, so no id can pose as another's hash.
+pub fn lease_member(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.len() <= MAX_LEASE_ID_BYTES && !id.starts_with('#') {
+        return std::borrow::Cow::Borrowed(id);
+    }
+    let digest = Sha256::digest(id.as_bytes());
+    let mut hashed = String::with_capacity(66);
+    hashed.push_str("#h");
+    for b in digest {
+        let _ = write!(hashed, "{b:02x}");
+    }
+    std::borrow::Cow::Owned(hashed)
+}
+
+/// The longest lease id kept verbatim in a slot table.
+pub const MAX_LEASE_ID_BYTES: usize = 64;
+
+/// Hashes `key` to a bounded length when it is longer than [`MAX_KEY_BYTES`], keeping its
+/// escaped domain (`domain_len` bytes) in front when short.
+fn bound(key: String, domain_len: usize) -> String {
     if key.len() <= MAX_KEY_BYTES {
         return key;
     }

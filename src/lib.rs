@@ -34,6 +34,7 @@
 pub mod admin;
 pub mod authz;
 pub mod clock;
+pub mod concurrency;
 pub mod effective;
 pub mod engine;
 pub mod keys;

@@ -5,6 +5,9 @@ use crate::admin::{AdminState, Auth};
 use crate::authz::check::AuthzService;
 use crate::authz::Authz;
 use crate::clock::{Clock, SystemClock};
+use crate::concurrency::memory::MemorySlots;
+use crate::concurrency::metrics::RoomMetrics;
+use crate::concurrency::{SlotBackend, WaitingRoom};
 use crate::meter::Meter;
 use crate::net::track::Tracked;
 use crate::net::Timeouts;
@@ -196,14 +199,19 @@ impl Server {
                         .with_meter(&self.meter),
                 );
                 let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
-                let result = self.run_with(store, shutdown).await;
+                let slots = Arc::new(MemorySlots::new(
+                    Arc::clone(&self.clock),
+                    settings.memory_max_keys,
+                ));
+                let result = self.run_with(store, slots, shutdown).await;
                 sweeper.abort();
                 result
             }
             Backend::Redis | Backend::RedisCluster | Backend::RedisSentinel => {
                 let store = Arc::new(connect_redis(settings, &self.meter).await?);
                 tracing::info!(shards = store.len(), "redis connected");
-                self.run_with(store, shutdown).await
+                let slots = store.slots();
+                self.run_with(store, slots, shutdown).await
             }
         }
     }
@@ -212,6 +220,7 @@ impl Server {
     async fn run_with<S: Storage>(
         self,
         store: Arc<S>,
+        slots: Arc<dyn SlotBackend>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let Server {
@@ -246,8 +255,15 @@ impl Server {
                 max_entries: settings.max_entries,
                 max_value_bytes: settings.max_value_bytes,
             })
-            .with_meter(&meter),
+            .with_meter(&meter)
+            .with_room(WaitingRoom::new(
+                slots,
+                // A wait ends before the server's own call timeout cuts the call.
+                Duration::from_millis(settings.request_timeout_ms.saturating_sub(100).max(1)),
+                RoomMetrics::new(meter.clone()),
+            )),
         );
+        let room_tasks = limiter.room().spawn_tasks();
         let sync = overrides.spawn_sync(store, Duration::from_millis(settings.overrides_poll_ms));
         let auth = Auth::new(admin_token, http_addr);
         if auth == Auth::Disabled {
@@ -296,6 +312,9 @@ impl Server {
         }
         reloader.abort();
         sync.abort();
+        for task in room_tasks {
+            task.abort();
+        }
         let _ = stop_admin.send(true);
         // Like gRPC: an idle keep-alive connection must not hold the process.
         match tokio::time::timeout(DRAIN_LIMIT, admin).await {

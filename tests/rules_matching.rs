@@ -20,7 +20,9 @@ fn fixture(dir: &str) -> Rules {
 /// Looks up `entries` and requires a match, returning the node and the counter key.
 fn matched<'a>(rules: &'a Rules, domain: &str, entries: &[(&str, &str)]) -> (&'a Node, String) {
     match rules.lookup(domain, entries.iter().copied()) {
-        Lookup::Matched { node, counter_key } => (node, counter_key.as_str().to_owned()),
+        Lookup::Matched {
+            node, counter_key, ..
+        } => (node, counter_key.as_str().to_owned()),
         other => panic!("{domain} {entries:?}: expected a match, got {other:?}"),
     }
 }

@@ -20,6 +20,8 @@ pub enum LimitSource {
     Request,
     /// An operator's runtime override (admin API).
     Runtime,
+    /// A `concurrency:` rule: `requests_per_unit` is its slots, there is no unit.
+    Concurrency,
 }
 
 /// One limit, as plain data: what the response, the stats and the admin API report.

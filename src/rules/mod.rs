@@ -10,6 +10,7 @@
 
 pub mod model;
 pub mod parse;
+mod parse_concurrency;
 pub mod read;
 pub mod reload;
 /// Units belong to the limiter; re-exported where the rule format always found them.
@@ -100,6 +101,8 @@ pub enum Lookup<'a> {
         node: &'a Node,
         /// `domain_k1_v1_…_kN_vN` with runtime values (patterns under `share_threshold`).
         counter_key: CounterBase,
+        /// Entries matched; the rest are the concurrency rule's request attributes.
+        matched: usize,
     },
 }
 
@@ -163,6 +166,9 @@ impl Rules {
                     "shadow_mode: {}, quota_mode: {}",
                     node.shadow_mode, node.quota_mode
                 );
+                if let Some(c) = &node.concurrency {
+                    out.push(format!("{}: {}, {flags}", node.stats_key, c.describe()));
+                }
                 match &node.policy {
                     model::Policy::None => {}
                     model::Policy::Unlimited { .. } => {
@@ -221,7 +227,10 @@ impl Rules {
     /// Matches one descriptor (its `(key, value)` entries, in order) in `domain`.
     ///
     /// Each entry descends one level: exact value, then wildcards in file order, then the
-    /// default child. Only the node reached by the last entry can carry a limit.
+    /// default child. Only the node reached by the last entry can carry a limit — except that
+    /// entries after a node with `concurrency:` whose keys that rule names as request
+    /// attributes (`fair_by`, `weight_by`, `lease_id`) end the match there: they describe the
+    /// request, and are neither matched nor part of the counter key.
     pub fn lookup<'a, 'e, I>(&'a self, domain: &str, entries: I) -> Lookup<'a>
     where
         I: IntoIterator<Item = (&'e str, &'e str)>,
@@ -232,7 +241,31 @@ impl Rules {
         let mut level = &d.root;
         let mut node: Option<&Node> = None;
         let mut counter_key = CounterBase::new(domain);
-        for (key, value) in entries {
+        let mut matched = 0usize;
+        let mut entries = entries.into_iter();
+        while let Some((key, value)) = entries.next() {
+            if let Some(c) = node.and_then(|n| n.concurrency.as_deref()) {
+                if c.is_attribute(key) {
+                    // The rest must be attributes too, each named once.
+                    let mut seen = [false; 3];
+                    let mut mark = |k: &str| {
+                        let at = [&c.fair_by, &c.weight_by, &c.lease_id]
+                            .iter()
+                            .position(|a| a.as_deref() == Some(k));
+                        match at {
+                            Some(i) if !seen[i] => {
+                                seen[i] = true;
+                                true
+                            }
+                            _ => false,
+                        }
+                    };
+                    if !mark(key) || !entries.all(|(k, _)| mark(k)) {
+                        return Lookup::NoMatch;
+                    }
+                    break;
+                }
+            }
             let Some((child, kind)) = level.child(key, value) else {
                 return Lookup::NoMatch;
             };
@@ -243,9 +276,14 @@ impl Rules {
             counter_key.push_entry(key, counted_value);
             level = &child.children;
             node = Some(child);
+            matched += 1;
         }
         match node {
-            Some(node) => Lookup::Matched { node, counter_key },
+            Some(node) => Lookup::Matched {
+                node,
+                counter_key,
+                matched,
+            },
             None => Lookup::NoMatch,
         }
     }

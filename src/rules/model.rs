@@ -124,6 +124,8 @@ pub struct Node {
     pub stats_key: String,
     /// Deeper entries.
     pub children: Level,
+    /// `concurrency:`: in-flight slots and a waiting room, beside (or instead of) the limits.
+    pub concurrency: Option<std::sync::Arc<crate::concurrency::rule::ConcurrencyRule>>,
 }
 
 /// The children of one node (or of a domain's root), grouped by key for lock-free lookup.

@@ -24,6 +24,7 @@ const DESCRIPTOR_KEYS: &[&str] = &[
     "value_to_metric",
     "share_threshold",
     "metadata",
+    "concurrency",
 ];
 /// Keys a `rate_limit` may contain (upstream's plus `algorithm` and `burst`).
 const LIMIT_KEYS: &[&str] = &[
@@ -76,12 +77,12 @@ enum Parsed {
 }
 
 /// Carries the file name into every error.
-struct Parser<'a> {
-    file: &'a str,
+pub(super) struct Parser<'a> {
+    pub(super) file: &'a str,
 }
 
 impl Parser<'_> {
-    fn err(&self, path: &str, reason: impl Into<String>) -> RuleError {
+    pub(super) fn err(&self, path: &str, reason: impl Into<String>) -> RuleError {
         RuleError {
             file: self.file.to_owned(),
             path: path.to_owned(),
@@ -90,7 +91,12 @@ impl Parser<'_> {
     }
 
     /// Rejects keys that are not strings or not in `allowed`.
-    fn check_keys(&self, map: &Mapping, path: &str, allowed: &[&str]) -> Result<(), RuleError> {
+    pub(super) fn check_keys(
+        &self,
+        map: &Mapping,
+        path: &str,
+        allowed: &[&str],
+    ) -> Result<(), RuleError> {
         for key in map.keys() {
             let Value::String(k) = key else {
                 return Err(self.err(
@@ -112,7 +118,7 @@ impl Parser<'_> {
     }
 
     /// A string, integer or boolean, as a string (upstream accepts all three for values).
-    fn scalar(&self, v: &Value, path: &str) -> Result<String, RuleError> {
+    pub(super) fn scalar(&self, v: &Value, path: &str) -> Result<String, RuleError> {
         match v {
             Value::String(s) => Ok(s.clone()),
             Value::Bool(b) => Ok(b.to_string()),
@@ -135,7 +141,12 @@ impl Parser<'_> {
         }
     }
 
-    fn u32_field(&self, map: &Mapping, key: &str, path: &str) -> Result<Option<u32>, RuleError> {
+    pub(super) fn u32_field(
+        &self,
+        map: &Mapping,
+        key: &str,
+        path: &str,
+    ) -> Result<Option<u32>, RuleError> {
         match map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => match n.as_u64().and_then(|v| u32::try_from(v).ok()) {
@@ -243,11 +254,27 @@ impl Parser<'_> {
             }
         }
         let policy = self.policy(map, path)?;
+        let concurrency = match map.get("concurrency") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(std::sync::Arc::new(
+                self.concurrency(v, &join(path, "concurrency"))?,
+            )),
+        };
         let children = self.level(
             map.get("descriptors"),
             &join(path, "descriptors"),
             &stats_key,
         )?;
+        if let Some(c) = &concurrency {
+            if let Some(k) = children.by_key.keys().find(|k| c.is_attribute(k)) {
+                return Err(self.err(
+                    &join(path, "concurrency"),
+                    format!(
+                        "'{k}' is both a request attribute of this concurrency rule and a child descriptor key"
+                    ),
+                ));
+            }
+        }
         Ok(Node {
             key,
             value,
@@ -259,6 +286,7 @@ impl Parser<'_> {
             share_threshold,
             stats_key,
             children,
+            concurrency,
         })
     }
 
@@ -413,7 +441,7 @@ impl Parser<'_> {
     }
 }
 
-fn join(path: &str, key: &str) -> String {
+pub(super) fn join(path: &str, key: &str) -> String {
     if path.is_empty() {
         key.to_owned()
     } else {
@@ -422,7 +450,7 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// A short rendering of a YAML value for error messages.
-fn show(v: &Value) -> String {
+pub(super) fn show(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Mapping(_) => "a map".to_owned(),

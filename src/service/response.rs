@@ -2,7 +2,7 @@
 //! overall code (shadow and quota rules), and the optional rate-limit headers.
 
 use crate::limiter::ceil_secs;
-use crate::limiter::plan::{Checked, Decided, LimitSpec};
+use crate::limiter::plan::{Checked, Decided, LimitSource, LimitSpec};
 use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     Code, DescriptorStatus, RateLimit,
@@ -160,7 +160,12 @@ fn current_limit(limit: &LimitSpec<'_>) -> RateLimit {
     RateLimit {
         name: limit.name.to_owned(),
         requests_per_unit: limit.requests_per_unit,
-        unit: limit.unit.to_proto() as i32,
+        // Slots have no time unit: UNKNOWN (0).
+        unit: if limit.source == LimitSource::Concurrency {
+            0
+        } else {
+            limit.unit.to_proto() as i32
+        },
     }
 }
 
@@ -220,6 +225,10 @@ fn rate_limit_headers(
         for d in decided {
             for c in d.checks() {
                 let (limit, o) = (&c.limit, &c.outcome);
+                // Draft-10 policies are quotas per time window: slots are not one.
+                if limit.source == LimitSource::Concurrency {
+                    continue;
+                }
                 let name = policy_name(limit.name, d.rule().map(|r| r.stats_key), n);
                 n += 1;
                 let sep = if policy.is_empty() { "" } else { ", " };

@@ -167,6 +167,15 @@ return { 0 }
 ";
 
 impl RedisStore {
+    /// The concurrency slot table of this store.
+    // TODO(slots): leases in Redis; until then slots are this replica's own.
+    pub fn slots(&self) -> Arc<dyn crate::concurrency::SlotBackend> {
+        Arc::new(crate::concurrency::memory::MemorySlots::new(
+            Arc::new(SystemClock),
+            1_000_000,
+        ))
+    }
+
     /// Connects to every node (each within the timeout).
     pub async fn connect(config: RedisConfig) -> Result<RedisStore, StoreError> {
         RedisStore::connect_with_meter(config, &Meter::default()).await

@@ -1,0 +1,604 @@
+//! The waiting room: requests that found every slot of a key taken wait here — their
+//! ShouldRateLimit call held — until a slot is handed to them or their wait ends.
+//!
+//! Per key with waiters there is a [`Room`]: a [`FairQueue`] and a **pump**. The pump runs
+//! whenever a slot may have freed (a release through this replica, a release notice from
+//! another replica, a lease's expiry, a periodic retry for shared tables) and serves waiters in
+//! fair order: it takes a slot *on behalf of* the waiter at the head, then hands it over. Only
+//! one pump runs per key; a notice arriving while it runs makes it go round once more, so no
+//! wake-up is lost. New arrivals queue behind existing waiters instead of taking a freed slot
+//! first (no barging), and a key with free slots and no waiters is served at once (the room
+//! is work-conserving: one tenant alone gets every slot).
+//!
+//! A wait ends at the earliest of: the rule's `queue_timeout`, the server's longest call
+//! ([`WaitingRoom::new`]'s `max_wait`), and the caller's deadline (`grpc-timeout`) less a small
+//! margin, so the caller gets OVER_LIMIT rather than its own timeout. A call cancelled while
+//! waiting (Envoy gave up) leaves the queue; a slot that reached it in that instant is given
+//! back. Locks are never held across an `.await`.
+
+use crate::concurrency::fair::{FairQueue, FlowKey};
+use crate::concurrency::metrics::RoomMetrics;
+use crate::concurrency::slots::{SlotAction, SlotBackend, SlotOp, SlotOutcome, SlotResult};
+use crate::store::StoreError;
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+/// How long the pump waits after a backend failure before trying again.
+const BACKEND_RETRY: Duration = Duration::from_millis(100);
+/// How often expired leases are swept from a table private to this process.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// One request's claim on one key's slots (a concurrency descriptor).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// The slot op (its `action` says acquire, release or peek).
+    pub op: SlotOp,
+    /// Waiters the key's queue may hold (0: no waiting).
+    pub queue: u32,
+    /// The rule's longest wait.
+    pub queue_timeout: Duration,
+    /// The waiter's `fair_by` value.
+    pub flow: FlowKey,
+    /// The waiter's weight.
+    pub weight: u32,
+    /// `shadow_mode`: never waits, never denies (the status says what would have happened).
+    pub shadow: bool,
+}
+
+/// A waiter in a queue.
+struct Waiter {
+    /// Hands the slot (or a refusal) to the waiting call.
+    tx: oneshot::Sender<SlotOutcome>,
+    /// What to run on its behalf.
+    op: SlotOp,
+}
+
+/// One key's waiters and its pump's state.
+#[derive(Default)]
+struct Room {
+    /// Who waits, in fair order.
+    queue: FairQueue<Waiter>,
+    /// A pump is running for this key.
+    pumping: bool,
+    /// A notice arrived while the pump ran: go round once more before stopping.
+    kicked: bool,
+    /// A retry is already scheduled for this instant (or earlier).
+    retry_at: Option<Instant>,
+}
+
+/// Every key's waiting room over one slot backend.
+pub struct WaitingRoom {
+    /// Where slots live.
+    backend: Arc<dyn SlotBackend>,
+    /// Rooms of keys that have waiters (dropped when the last one leaves).
+    rooms: Mutex<HashMap<String, Room>>,
+    /// Waiter ids.
+    ids: AtomicU64,
+    /// The longest any call may wait (the server's request timeout, less a margin).
+    max_wait: Duration,
+    /// Series per rule.
+    metrics: RoomMetrics,
+}
+
+impl WaitingRoom {
+    /// A waiting room over `backend`; no wait lasts longer than `max_wait`.
+    pub fn new(
+        backend: Arc<dyn SlotBackend>,
+        max_wait: Duration,
+        metrics: RoomMetrics,
+    ) -> Arc<WaitingRoom> {
+        Arc::new(WaitingRoom {
+            backend,
+            rooms: Mutex::new(HashMap::new()),
+            ids: AtomicU64::new(0),
+            max_wait,
+            metrics,
+        })
+    }
+
+    /// Starts the background work: the sweeper of private tables, the listener for releases
+    /// on other replicas, and the periodic retry of shared tables. The tasks end when the
+    /// room is dropped.
+    pub fn spawn_tasks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        let weak = Arc::downgrade(self);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(room) = weak.upgrade() else { return };
+                let backend = room.backend.clone();
+                // A sweep walks every table: off the async workers.
+                let Ok(expired) = tokio::task::spawn_blocking(move || backend.sweep()).await else {
+                    continue;
+                };
+                for (rule, n) in &expired {
+                    room.metrics.expired(rule, *n);
+                }
+                if !expired.is_empty() {
+                    room.kick_all();
+                }
+            }
+        }));
+        if let Some(mut rx) = self.backend.freed_elsewhere() {
+            let weak = Arc::downgrade(self);
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let key = match rx.recv().await {
+                        Ok(key) => key,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                            // Notices were lost: every waiting key may have a free slot.
+                            let Some(room) = weak.upgrade() else { return };
+                            room.kick_all();
+                            continue;
+                        }
+                        Err(_) => return,
+                    };
+                    let Some(room) = weak.upgrade() else { return };
+                    room.kick(&key);
+                }
+            }));
+        }
+        if let Some(every) = self.backend.retry_every() {
+            let weak = Arc::downgrade(self);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(room) = weak.upgrade() else { return };
+                    room.kick_all();
+                }
+            }));
+        }
+        tasks
+    }
+
+    /// Waiters per key right now (the admin API): `(queued, per flow)`.
+    pub fn queued(&self, key: &str) -> (usize, Vec<(Option<String>, usize)>) {
+        let rooms = self.rooms.lock();
+        match rooms.get(key) {
+            None => (0, Vec::new()),
+            Some(r) => (
+                r.queue.len(),
+                r.queue
+                    .flows()
+                    .map(|(k, n)| (k.as_deref().map(str::to_owned), n))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The backend (peeks for the admin API).
+    pub fn backend(&self) -> &Arc<dyn SlotBackend> {
+        &self.backend
+    }
+
+    /// Runs one request's claims and answers one outcome per claim, in order.
+    ///
+    /// `denied`: the request is already refused by a rate limit, so nothing is acquired (a
+    /// lease id holding a slot is noted, so this request's coming release is absorbed).
+    /// Releases and peeks run first, together; acquisitions then take free slots at once, or
+    /// wait (one key after the other, in request order). When one acquisition fails, the
+    /// slots this request took by lease id are given back (its release will then be stray);
+    /// anonymous ones are kept for the release Envoy sends for every request.
+    pub async fn admit(
+        self: &Arc<Self>,
+        claims: &[Claim],
+        denied: bool,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<SlotOutcome>, StoreError> {
+        let mut out: Vec<Option<SlotOutcome>> = vec![None; claims.len()];
+        let mut first: Vec<SlotOp> = Vec::new();
+        let mut first_at: Vec<usize> = Vec::new();
+        let mut direct: Vec<SlotOp> = Vec::new();
+        let mut direct_at: Vec<usize> = Vec::new();
+        {
+            let rooms = self.rooms.lock();
+            for (i, c) in claims.iter().enumerate() {
+                match c.op.action {
+                    SlotAction::Acquire if denied => {
+                        let mut op = c.op.clone();
+                        op.action = SlotAction::Note;
+                        first.push(op);
+                        first_at.push(i);
+                    }
+                    // Someone already waits for this key: queue behind them (no barging).
+                    SlotAction::Acquire
+                        if c.queue > 0
+                            && !c.shadow
+                            && rooms.get(&c.op.key).is_some_and(|r| !r.queue.is_empty()) => {}
+                    SlotAction::Acquire => {
+                        direct.push(c.op.clone());
+                        direct_at.push(i);
+                    }
+                    _ => {
+                        first.push(c.op.clone());
+                        first_at.push(i);
+                    }
+                }
+            }
+        }
+        if !first.is_empty() {
+            let outcomes = self.backend.run(&first, deadline).await?;
+            for ((i, o), op) in first_at.iter().zip(outcomes).zip(&first) {
+                self.metrics.outcome(&op.rule, &o, false);
+                if o.result == SlotResult::Released || o.expired > 0 {
+                    self.kick(&op.key);
+                }
+                out[*i] = Some(o);
+            }
+        }
+        if !direct.is_empty() {
+            let outcomes = self.backend.run(&direct, deadline).await?;
+            for ((i, o), op) in direct_at.iter().zip(outcomes).zip(&direct) {
+                let c = &claims[*i];
+                let will_wait = o.result == SlotResult::Full && c.queue > 0 && !c.shadow;
+                if !will_wait {
+                    self.metrics.outcome(&op.rule, &o, false);
+                }
+                out[*i] = Some(o);
+            }
+        }
+        for (i, c) in claims.iter().enumerate() {
+            if c.op.action != SlotAction::Acquire || denied {
+                continue;
+            }
+            let waits = match out[i] {
+                None => true,
+                Some(o) => o.result == SlotResult::Full && c.queue > 0 && !c.shadow,
+            };
+            if waits {
+                out[i] = Some(self.wait(c, deadline).await?);
+            }
+        }
+        let out: Vec<SlotOutcome> = out
+            .into_iter()
+            .map(|o| o.unwrap_or(SlotOutcome::new(SlotResult::Unchanged, 0)))
+            .collect();
+        let failed = claims.iter().zip(&out).any(|(c, o)| {
+            c.op.action == SlotAction::Acquire && !c.shadow && o.result != SlotResult::Granted
+        });
+        if failed && !denied {
+            let back: Vec<SlotOp> = claims
+                .iter()
+                .zip(&out)
+                .filter(|(c, o)| o.result == SlotResult::Granted && c.op.lease.is_some())
+                .map(|(c, _)| release_of(&c.op))
+                .collect();
+            if !back.is_empty() {
+                self.give_back(back).await;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Releases slots nobody keeps; a failure leaves them to expire.
+    async fn give_back(self: &Arc<Self>, ops: Vec<SlotOp>) {
+        if let Ok(outcomes) = self.backend.run(&ops, None).await {
+            for (op, o) in ops.iter().zip(outcomes) {
+                if o.result == SlotResult::Released {
+                    self.metrics.given_back(&op.rule);
+                    self.kick(&op.key);
+                }
+            }
+        }
+    }
+
+    /// Waits for a slot of `claim`'s key.
+    async fn wait(
+        self: &Arc<Self>,
+        claim: &Claim,
+        deadline: Option<Instant>,
+    ) -> Result<SlotOutcome, StoreError> {
+        let started = Instant::now();
+        let mut until = started + claim.queue_timeout.min(self.max_wait);
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(started);
+            until = until.min(started + left.saturating_sub(margin(left)));
+        }
+        let rule = claim.op.rule.clone();
+        if until <= started {
+            self.metrics.rejected(&rule, "full");
+            return self.refusal(claim).await;
+        }
+        let id = self.ids.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let queued = {
+            let mut rooms = self.rooms.lock();
+            let room = rooms.entry_ref(claim.op.key.as_str()).or_default();
+            if room.queue.len() >= claim.queue as usize {
+                if room.queue.is_empty() && !room.pumping {
+                    rooms.remove(claim.op.key.as_str());
+                }
+                false
+            } else {
+                room.queue.push(
+                    claim.flow.clone(),
+                    claim.weight,
+                    id,
+                    Waiter {
+                        tx,
+                        op: claim.op.clone(),
+                    },
+                );
+                true
+            }
+        };
+        if !queued {
+            self.metrics.rejected(&rule, "queue_full");
+            return self.refusal(claim).await;
+        }
+        self.metrics.queued(&rule, 1.0);
+        let mut seat = Seat {
+            room: self.clone(),
+            key: claim.op.key.clone(),
+            flow: claim.flow.clone(),
+            id,
+            rx,
+            op: claim.op.clone(),
+            done: false,
+        };
+        self.kick(&claim.op.key);
+        let got = tokio::time::timeout_at(until, &mut seat.rx).await;
+        let outcome = match got {
+            Ok(Ok(o)) => {
+                seat.done = true;
+                o
+            }
+            // The pump dropped the waiter without an answer (cannot happen): refuse.
+            Ok(Err(_)) => {
+                seat.done = true;
+                SlotOutcome::new(SlotResult::Full, claim.op.max)
+            }
+            Err(_) => match seat.leave() {
+                // A slot arrived at the last instant: keep it.
+                Some(o) => o,
+                None => {
+                    self.metrics.waited(&rule, started.elapsed(), true);
+                    return self.refusal(claim).await;
+                }
+            },
+        };
+        self.metrics.waited(&rule, started.elapsed(), false);
+        self.metrics.outcome(&rule, &outcome, true);
+        Ok(outcome)
+    }
+
+    /// A refusal's figures: the key's state now (held slots, the next expiry).
+    async fn refusal(&self, claim: &Claim) -> Result<SlotOutcome, StoreError> {
+        let mut peek = claim.op.clone();
+        peek.action = SlotAction::Peek;
+        let o = self
+            .backend
+            .run(std::slice::from_ref(&peek), None)
+            .await
+            .ok()
+            .and_then(|v| v.into_iter().next())
+            .unwrap_or(SlotOutcome::new(SlotResult::Unchanged, claim.op.max));
+        Ok(SlotOutcome {
+            result: SlotResult::Full,
+            ..o
+        })
+    }
+
+    /// Runs the pump of every key with waiters.
+    fn kick_all(self: &Arc<Self>) {
+        let keys: Vec<String> = self.rooms.lock().keys().cloned().collect();
+        for key in keys {
+            self.kick(&key);
+        }
+    }
+
+    /// A slot of `key` may have freed: make sure its pump runs (once more, if running).
+    pub fn kick(self: &Arc<Self>, key: &str) {
+        {
+            let mut rooms = self.rooms.lock();
+            let Some(room) = rooms.get_mut(key) else {
+                return;
+            };
+            if room.queue.is_empty() {
+                return;
+            }
+            if room.pumping {
+                room.kicked = true;
+                return;
+            }
+            room.pumping = true;
+            room.kicked = false;
+        }
+        let me = self.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move { me.pump(key).await });
+    }
+
+    /// Serves `key`'s waiters while slots are free.
+    async fn pump(self: Arc<Self>, key: String) {
+        loop {
+            let (id, op) = {
+                let mut rooms = self.rooms.lock();
+                let Some(room) = rooms.get_mut(key.as_str()) else {
+                    return;
+                };
+                room.kicked = false;
+                match room.queue.peek() {
+                    Some((id, w)) => (id, w.op.clone()),
+                    None => {
+                        rooms.remove(key.as_str());
+                        return;
+                    }
+                }
+            };
+            let outcome = match self.backend.run(std::slice::from_ref(&op), None).await {
+                Ok(v) => v.into_iter().next(),
+                Err(_) => None,
+            };
+            let Some(o) = outcome else {
+                self.stop_pump(&key, Some(BACKEND_RETRY));
+                return;
+            };
+            if o.expired > 0 {
+                self.metrics.expired(&op.rule, u64::from(o.expired));
+            }
+            match o.result {
+                SlotResult::Full | SlotResult::NoRoom => {
+                    if self.stop_pump(&key, o.next_expiry) {
+                        continue;
+                    }
+                    return;
+                }
+                _ => {
+                    let o = SlotOutcome { expired: 0, ..o };
+                    let unclaimed = {
+                        let mut rooms = self.rooms.lock();
+                        let waiter = rooms.get_mut(key.as_str()).and_then(|room| {
+                            if room.queue.peek().map(|(i, _)| i) == Some(id) {
+                                room.queue.pop().map(|(_, w)| w)
+                            } else {
+                                None
+                            }
+                        });
+                        match waiter {
+                            Some(w) => {
+                                self.metrics.queued(&op.rule, -1.0);
+                                w.tx.send(o).is_err()
+                            }
+                            None => true,
+                        }
+                    };
+                    if unclaimed && o.result == SlotResult::Granted {
+                        // Its waiter left while the slot was being taken: give it back.
+                        let _ = self.backend.run(&[release_of(&op)], None).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops `key`'s pump — unless a notice came meanwhile (then `true`: go round again).
+    /// Schedules a retry `after` (a lease's expiry, or a backend failure).
+    fn stop_pump(self: &Arc<Self>, key: &str, after: Option<Duration>) -> bool {
+        let retry = after.or(self.backend.retry_every());
+        let schedule = {
+            let mut rooms = self.rooms.lock();
+            let Some(room) = rooms.get_mut(key) else {
+                return false;
+            };
+            if room.kicked {
+                room.kicked = false;
+                return true;
+            }
+            room.pumping = false;
+            if room.queue.is_empty() {
+                rooms.remove(key);
+                return false;
+            }
+            match retry {
+                Some(after) => {
+                    let at = Instant::now() + after.max(Duration::from_millis(1));
+                    if room.retry_at.is_some_and(|r| r <= at && r > Instant::now()) {
+                        None
+                    } else {
+                        room.retry_at = Some(at);
+                        Some(at)
+                    }
+                }
+                None => None,
+            }
+        };
+        if let Some(at) = schedule {
+            let weak = Arc::downgrade(self);
+            let key = key.to_owned();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                if let Some(room) = weak.upgrade() {
+                    room.kick(&key);
+                }
+            });
+        }
+        false
+    }
+}
+
+/// The release giving back the slot `op` acquired.
+fn release_of(op: &SlotOp) -> SlotOp {
+    SlotOp {
+        action: SlotAction::Release,
+        ..op.clone()
+    }
+}
+
+/// How long before the caller's deadline a wait ends, so the caller reads OVER_LIMIT rather
+/// than its own timeout: a tenth of the time left, at most 25 ms.
+fn margin(left: Duration) -> Duration {
+    (left / 10).min(Duration::from_millis(25))
+}
+
+/// A waiter's place in a queue; leaving (timeout, or the call dropped) takes it out.
+struct Seat {
+    room: Arc<WaitingRoom>,
+    key: String,
+    flow: FlowKey,
+    id: u64,
+    rx: oneshot::Receiver<SlotOutcome>,
+    /// What the waiter asked for (to give back a slot that arrived as it left).
+    op: SlotOp,
+    /// The wait ended with an answer: nothing to undo.
+    done: bool,
+}
+
+impl Seat {
+    /// Leaves the queue; the answer that arrived meanwhile, if any.
+    fn leave(&mut self) -> Option<SlotOutcome> {
+        self.done = true;
+        let removed = {
+            let mut rooms = self.room.rooms.lock();
+            let removed = rooms
+                .get_mut(self.key.as_str())
+                .and_then(|r| r.queue.remove(&self.flow, self.id))
+                .is_some();
+            if rooms
+                .get(self.key.as_str())
+                .is_some_and(|r| r.queue.is_empty() && !r.pumping)
+            {
+                rooms.remove(self.key.as_str());
+            }
+            removed
+        };
+        if removed {
+            self.room.metrics.queued(&self.op.rule, -1.0);
+            return None;
+        }
+        // Not in the queue any more: the pump served it, under the lock, before we looked.
+        self.rx.try_recv().ok()
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.room.metrics.cancelled(&self.op.rule);
+        if let Some(o) = self.leave() {
+            if o.result == SlotResult::Granted {
+                let room = self.room.clone();
+                let op = release_of(&self.op);
+                tokio::spawn(async move {
+                    let key = op.key.clone();
+                    let _ = room.backend.run(std::slice::from_ref(&op), None).await;
+                    room.kick(&key);
+                });
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
