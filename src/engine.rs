@@ -8,7 +8,7 @@ use crate::clock::SystemClock;
 use crate::concurrency::claim;
 use crate::concurrency::memory::MemorySlots;
 use crate::concurrency::metrics::RoomMetrics;
-use crate::concurrency::WaitingRoom;
+use crate::concurrency::{SlotOutcome, SlotResult, WaitingRoom};
 use crate::effective::{self, Pending};
 use crate::limiter::plan::{Decided, LimitSource, Plan};
 use crate::limiter::unit::Unit;
@@ -78,6 +78,25 @@ pub struct Usage {
     pub overridden: bool,
     /// The figures come from the local fallback: the counter's Redis shard did not answer,
     /// so they are this replica's share, not the shared count.
+    pub fallback: bool,
+}
+
+/// One descriptor's concurrency slots, for the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotsUsage {
+    /// Slots of the key.
+    pub max: u32,
+    /// Slots held now (leases not yet released nor expired).
+    pub in_flight: u32,
+    /// The queue's room.
+    pub queue: u32,
+    /// Requests waiting on this replica.
+    pub queued: usize,
+    /// Waiters per `fair_by` value (`None`: without one), in serving order.
+    pub flows: Vec<(Option<String>, usize)>,
+    /// Until the earliest lease ends by expiry.
+    pub next_expiry: Option<Duration>,
+    /// The key's Redis shard did not answer: the local fallback's figures.
     pub fallback: bool,
 }
 
@@ -294,6 +313,38 @@ impl<S: Store> RateLimiter<S> {
             ),
             _ => DescriptorUsage::NoLimit,
         })
+    }
+
+    /// The in-flight and queued requests of one descriptor's concurrency rule (`None` when
+    /// its rule has none), without taking or freeing anything.
+    pub async fn slots_usage(&self, target: &Target) -> Result<Option<SlotsUsage>, ServiceError> {
+        let req = check_request(target)?;
+        let request = ValidRequest::new(&req, &self.bounds)?;
+        let (rules, overrides, now_ms) = self.snapshots();
+        let (_, pending) = effective::resolve_all(&rules, &overrides, now_ms, &request);
+        let Some(p) = pending.first() else {
+            return Ok(None);
+        };
+        let claims = claim::claims(std::slice::from_ref(p), &request);
+        let peek = self
+            .room
+            .backend()
+            .run(std::slice::from_ref(&claims[0].op), None)
+            .await?;
+        let o = peek
+            .first()
+            .copied()
+            .unwrap_or(SlotOutcome::new(SlotResult::Unchanged, 0));
+        let (queued, flows) = self.room.queued(&p.key);
+        Ok(Some(SlotsUsage {
+            max: p.rule.max,
+            in_flight: o.held,
+            queue: p.rule.queue,
+            queued,
+            flows,
+            next_expiry: o.next_expiry,
+            fallback: o.fallback,
+        }))
     }
 
     /// Deletes the counters of one descriptor's limits; how many limits were reset.

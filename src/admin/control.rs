@@ -118,9 +118,23 @@ pub async fn usage<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Byte
         Ok(t) => t,
         Err(e) => return bad_doc(&e),
     };
-    match st.limiter.usage(&target).await {
-        Ok(DescriptorUsage::NoLimit) => ok(json!({ "status": "no_limit", "limits": [] })),
-        Ok(DescriptorUsage::Unlimited) => ok(json!({ "status": "unlimited", "limits": [] })),
+    let slots = match st.limiter.slots_usage(&target).await {
+        Ok(s) => s.map(|u| {
+            json!({
+                "max": u.max,
+                "in_flight": u.in_flight,
+                "queue": u.queue,
+                "queued": u.queued,
+                "queued_by_flow": u.flows.iter().map(|(flow, n)| json!({ "flow": flow, "queued": n })).collect::<Vec<_>>(),
+                "next_expiry_seconds": u.next_expiry.map(crate::limiter::ceil_secs),
+                "fallback": u.fallback,
+            })
+        }),
+        Err(e) => return from_service(&e),
+    };
+    let (status, limits) = match st.limiter.usage(&target).await {
+        Ok(DescriptorUsage::NoLimit) => ("no_limit", Vec::new()),
+        Ok(DescriptorUsage::Unlimited) => ("unlimited", Vec::new()),
         Ok(DescriptorUsage::Limited(limits)) => {
             let limits: Vec<Value> = limits
                 .iter()
@@ -139,9 +153,18 @@ pub async fn usage<S: Store>(State(st): Admin<S>, headers: HeaderMap, body: Byte
                     })
                 })
                 .collect();
-            ok(json!({ "status": "limited", "limits": limits }))
+            ("limited", limits)
         }
-        Err(e) => from_service(&e),
+        Err(e) => return from_service(&e),
+    };
+    match slots {
+        // A concurrency rule limits the descriptor even without rate limits.
+        Some(slots) => ok(json!({
+            "status": if status == "no_limit" { "limited" } else { status },
+            "limits": limits,
+            "concurrency": slots,
+        })),
+        None => ok(json!({ "status": status, "limits": limits })),
     }
 }
 
