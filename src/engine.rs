@@ -8,7 +8,7 @@ use crate::clock::SystemClock;
 use crate::concurrency::claim;
 use crate::concurrency::memory::MemorySlots;
 use crate::concurrency::metrics::RoomMetrics;
-use crate::concurrency::{SlotOutcome, SlotResult, WaitingRoom};
+use crate::concurrency::{SlotAction, SlotOutcome, SlotResult, WaitingRoom};
 use crate::effective::{self, Pending};
 use crate::limiter::plan::{Decided, LimitSource, Plan};
 use crate::limiter::unit::Unit;
@@ -241,7 +241,8 @@ impl<S: Store> RateLimiter<S> {
             ..self.options
         };
         if !pending.is_empty() {
-            self.claim_slots(&mut decided, &pending, &request, deadline)
+            // ext_authz (`detail`) has no stream-done call to release a slot: it only looks.
+            self.claim_slots(&mut decided, &pending, &request, deadline, !detail)
                 .await?;
         }
         self.stats.record(&decided, &request);
@@ -257,15 +258,24 @@ impl<S: Store> RateLimiter<S> {
     }
 
     /// Takes, waits for or releases the concurrency slots `pending` descriptors claim, and adds
-    /// the answers to `decided`. A request already refused by a rate limit takes no slot.
+    /// the answers to `decided`. A request already refused by a rate limit takes no slot;
+    /// without `take`, charges only look (a caller that never releases must not hold slots).
     async fn claim_slots<'a>(
         &self,
         decided: &mut [Decided<'a>],
         pending: &[Pending<'a>],
         request: &ValidRequest<'_>,
         deadline: Option<tokio::time::Instant>,
+        take: bool,
     ) -> Result<(), ServiceError> {
         let mut claims = claim::claims(pending, request);
+        if !take {
+            for c in &mut claims {
+                if c.op.action == SlotAction::Acquire {
+                    c.op.action = SlotAction::Peek;
+                }
+            }
+        }
         if self.options.shadow_mode {
             for c in &mut claims {
                 c.shadow = true;
