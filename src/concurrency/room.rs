@@ -242,6 +242,8 @@ impl WaitingRoom {
                 let will_wait = o.result == SlotResult::Full && c.queue > 0 && !c.shadow;
                 if !will_wait {
                     self.metrics.outcome(&op.rule, &o, false);
+                } else if o.expired > 0 {
+                    self.metrics.expired(&op.rule, u64::from(o.expired));
                 }
                 out[*i] = Some(o);
             }
@@ -382,7 +384,11 @@ impl WaitingRoom {
             .ok()
             .and_then(|v| v.into_iter().next())
             .unwrap_or(SlotOutcome::new(SlotResult::Unchanged, claim.op.max));
+        if o.expired > 0 {
+            self.metrics.expired(&claim.op.rule, u64::from(o.expired));
+        }
         Ok(SlotOutcome {
+            expired: 0,
             result: SlotResult::Full,
             ..o
         })
