@@ -1,5 +1,6 @@
 //! The deployment files under `deploy/`: the Kubernetes kustomize base (sidecar mode) and its
-//! `shared` overlay, the Envoy configs they carry, the rule copy, and the Istio EnvoyFilters.
+//! `shared` overlay, the Envoy configs they carry, the rule copy, the in-flight limits config
+//! (`deploy/envoy/envoy-concurrency.yaml`) and the Istio EnvoyFilters.
 //!
 //! Tools (`scripts/test` installs them into `.venv/` from PyPI, pinned):
 //! - `kubernetes-validate` 1.37.0 checks every manifest, strictly (no unknown field), against
@@ -35,6 +36,9 @@ const ISTIO: &str = "deploy/istio";
 const TEMPLATE: &str = "deploy/envoy/envoy.yaml";
 const RULES_ORIGINAL: &str = "deploy/envoy/rules/edge.yaml";
 const RULES_COPY: &str = "deploy/kubernetes/base/rules/edge.yaml";
+/// The in-flight limits config (`tests/envoy_concurrency.rs` runs it) and its rules.
+const CONCURRENCY_TEMPLATE: &str = "deploy/envoy/envoy-concurrency.yaml";
+const CONCURRENCY_RULES: &str = "deploy/envoy/rules/inflight.yaml";
 
 /// The app pod's fixed ports, as the template's placeholders take them.
 const LISTEN_PORT: u16 = 10000;
@@ -1031,6 +1035,156 @@ fn rule_copy_passes_check_config() {
             .arg(path(&format!("{BASE}/rules"))),
     );
     assert!(out.contains("domain 'edge'"), "check-config said: {out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The in-flight limits config
+
+/// `deploy/envoy/envoy-concurrency.yaml` with its placeholders filled with the pod's ports.
+fn render_concurrency() -> String {
+    let mut config = read(CONCURRENCY_TEMPLATE);
+    for (name, port) in [
+        ("LISTEN_PORT", LISTEN_PORT),
+        ("ADMIN_PORT", ADMIN_PORT),
+        ("SLUICE_PORT", SLUICE_PORT),
+        ("BACKEND_PORT", BACKEND_PORT),
+    ] {
+        let placeholder = format!("${{{name}}}");
+        assert!(
+            config.contains(&placeholder),
+            "{CONCURRENCY_TEMPLATE} lacks {placeholder}"
+        );
+        config = config.replace(&placeholder, &port.to_string());
+    }
+    config
+}
+
+#[test]
+fn concurrency_envoy_config_is_valid_for_envoy() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("envoy.yaml");
+    std::fs::write(&file, render_concurrency()).expect("write config");
+    envoy_validate(CONCURRENCY_TEMPLATE, &file);
+}
+
+/// Every `concurrency:` rule of a rules level and below, with its path.
+fn concurrency_rules<'a>(level: &'a Value, path: &str, out: &mut Vec<(String, &'a Value)>) {
+    let Some(rules) = opt(level, "descriptors").and_then(Value::as_sequence) else {
+        return;
+    };
+    for rule in rules {
+        let here = format!(
+            "{path}/{}={}",
+            str_at(rule, "key"),
+            rule["value"].as_str().unwrap_or("*")
+        );
+        if let Some(c) = opt(rule, "concurrency") {
+            out.push((here.clone(), c));
+        }
+        concurrency_rules(rule, &here, out);
+    }
+}
+
+/// An Envoy duration (`12s`, `0.5s`).
+fn envoy_duration(text: &str) -> Duration {
+    text.strip_suffix('s')
+        .and_then(|n| n.parse::<f64>().ok())
+        .map(Duration::from_secs_f64)
+        .unwrap_or_else(|| panic!("not an Envoy duration: {text}"))
+}
+
+#[test]
+fn concurrency_filter_timeout_outlasts_every_queue_timeout() {
+    let config = parse(&render_concurrency(), CONCURRENCY_TEMPLATE);
+    let hcm = at(
+        &config,
+        "static_resources.listeners.0.filter_chains.0.filters.0.typed_config",
+    );
+    let filter = list_at(hcm, "http_filters")
+        .iter()
+        .find(|f| str_at(f, "name") == "envoy.filters.http.ratelimit")
+        .expect("the ratelimit filter");
+    let timeout = envoy_duration(str_at(filter, "typed_config.timeout"));
+    let rules = parse(&read(CONCURRENCY_RULES), CONCURRENCY_RULES);
+    assert_eq!(
+        str_at(filter, "typed_config.domain"),
+        str_at(&rules, "domain"),
+        "the filter's domain is the rules' domain"
+    );
+    let mut found = Vec::new();
+    concurrency_rules(&rules, "", &mut found);
+    assert!(
+        !found.is_empty(),
+        "{CONCURRENCY_RULES} has concurrency rules"
+    );
+    for (path, c) in found {
+        if c["queue"].as_u64().unwrap_or(0) == 0 {
+            continue;
+        }
+        // sluice's default queue_timeout is 30 s.
+        let wait = c["queue_timeout"].as_str().unwrap_or("30s");
+        let wait = sluice::concurrency::rule::parse_duration(wait)
+            .unwrap_or_else(|| panic!("{path}: queue_timeout {wait}"));
+        assert!(
+            timeout > wait,
+            "{CONCURRENCY_TEMPLATE}: the filter's timeout ({timeout:?}) must outlast \
+             {CONCURRENCY_RULES} {path}'s queue_timeout ({wait:?}), or waits are cut short"
+        );
+    }
+}
+
+#[test]
+fn concurrency_routes_release_what_they_acquire() {
+    let config = parse(&render_concurrency(), CONCURRENCY_TEMPLATE);
+    let hcm = at(
+        &config,
+        "static_resources.listeners.0.filter_chains.0.filters.0.typed_config",
+    );
+    let routes = list_at(hcm, "route_config.virtual_hosts.0.routes");
+    assert!(!routes.is_empty());
+    for route in routes {
+        let at_route = format!("route {:?}", route["match"]);
+        // The entries must sit in the filter's per-route config: Envoy 1.40 ignores
+        // hits_addend (and so the release's is_negative_hits) in the route's own rate_limits.
+        assert!(opt(&route["route"], "rate_limits").is_none(), "{at_route}");
+        let per_route = &at(route, "typed_per_filter_config")["envoy.filters.http.ratelimit"];
+        assert_eq!(
+            str_at(per_route, "@type"),
+            "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute"
+        );
+        let entries = list_at(per_route, "rate_limits");
+        let (releases, acquires): (Vec<&Value>, Vec<&Value>) = entries
+            .iter()
+            .partition(|e| e["apply_on_stream_done"].as_bool() == Some(true));
+        assert_eq!(acquires.len(), 1, "{at_route}: one acquire entry");
+        assert_eq!(releases.len(), 1, "{at_route}: one release entry");
+        let (acquire, release) = (acquires[0], releases[0]);
+        assert!(
+            opt(acquire, "hits_addend").is_none(),
+            "{at_route}: acquire counts 1"
+        );
+        assert_eq!(
+            at(release, "hits_addend.number").as_u64(),
+            Some(1),
+            "{at_route}"
+        );
+        assert_eq!(
+            at(release, "hits_addend.is_negative_hits").as_bool(),
+            Some(true),
+            "{at_route}"
+        );
+        assert_eq!(
+            at(acquire, "actions"),
+            at(release, "actions"),
+            "{at_route}: the release sends the acquire's descriptor"
+        );
+        let lease = list_at(acquire, "actions")
+            .iter()
+            .filter_map(|a| opt(a, "request_headers"))
+            .find(|h| str_at(h, "header_name") == "x-request-id")
+            .unwrap_or_else(|| panic!("{at_route}: the lease id comes from x-request-id"));
+        assert_eq!(str_at(lease, "descriptor_key"), "request_id", "{at_route}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -73,8 +73,9 @@ enum Command {
     Noop(NoopArgs),
     /// Drive a RateLimitService with C connections x S in-flight requests and report.
     Load(LoadArgs),
-    /// Serve HTTP/1.1 `200 ok` to every request (the upstream behind Envoy in the Envoy runs).
-    Upstream(NoopArgs),
+    /// Serve HTTP/1.1 `200 ok` to every request (the upstream behind Envoy in the Envoy runs),
+    /// optionally late (a slow upstream).
+    Upstream(UpstreamArgs),
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +83,18 @@ struct NoopArgs {
     /// Address to listen on; port 0 picks a free port. Loopback only.
     #[arg(long, value_parser = parse_loopback)]
     addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct UpstreamArgs {
+    /// Address to listen on; port 0 picks a free port. Loopback only.
+    #[arg(long, value_parser = parse_loopback)]
+    addr: SocketAddr,
+    /// Answer every request this many milliseconds late (a slow upstream), at most 60 000. A
+    /// request's own `x-delay-ms` header replaces it for that request (capped at 60 000).
+    #[arg(long, default_value_t = 0, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(..=MAX_DELAY_MS))]
+    delay_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -296,18 +309,68 @@ async fn run_noop(args: NoopArgs) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The tiny HTTP upstream: `200 ok` for any method and path.
-async fn run_upstream(args: NoopArgs) -> Result<(), BoxError> {
+/// The longest delay `upstream` adds to a response (`--delay-ms`, `x-delay-ms`).
+const MAX_DELAY_MS: u64 = 60_000;
+
+/// The tiny HTTP upstream: `200 ok` for any method and path, `--delay-ms` (or the request's
+/// `x-delay-ms`) late.
+async fn run_upstream(args: UpstreamArgs) -> Result<(), BoxError> {
     let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(args.addr).await?;
     let local = listener.local_addr()?;
-    let app = axum::Router::new().fallback(|| async { "ok" });
+    let default_delay = args.delay_ms;
+    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| async move {
+        let delay = upstream_delay(&headers, default_delay);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        "ok"
+    });
     // The same readiness line as the gRPC servers, so scripts wait for both alike.
     announce(local)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
+}
+
+/// How late to answer: the request's `x-delay-ms` (a whole number of milliseconds) if it has a
+/// valid one, else `default_ms`; at most [`MAX_DELAY_MS`].
+fn upstream_delay(headers: &axum::http::HeaderMap, default_ms: u64) -> Duration {
+    let ms = headers
+        .get("x-delay-ms")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(default_ms);
+    Duration::from_millis(ms.min(MAX_DELAY_MS))
+}
+
+#[cfg(test)]
+mod upstream_tests {
+    use super::*;
+
+    #[test]
+    fn the_header_replaces_the_default_delay_within_the_cap() {
+        let with = |v: &str| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("x-delay-ms", v.parse().expect("header value"));
+            h
+        };
+        let none = axum::http::HeaderMap::new();
+        assert_eq!(upstream_delay(&none, 0), Duration::ZERO);
+        assert_eq!(upstream_delay(&none, 250), Duration::from_millis(250));
+        assert_eq!(upstream_delay(&with("40"), 250), Duration::from_millis(40));
+        assert_eq!(upstream_delay(&with("0"), 250), Duration::ZERO);
+        assert_eq!(
+            upstream_delay(&with("soon"), 250),
+            Duration::from_millis(250)
+        );
+        assert_eq!(upstream_delay(&with("-5"), 250), Duration::from_millis(250));
+        assert_eq!(
+            upstream_delay(&with("999999999"), 0),
+            Duration::from_secs(60)
+        );
+    }
 }
 
 /// Prints the one readiness line scripts wait for. The socket is already bound, so
