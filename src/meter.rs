@@ -18,6 +18,12 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
+/// Buckets (seconds) of `sluice_concurrency_wait_seconds`: a wait in the waiting room lasts
+/// from a millisecond to `queue_timeout` (at most 600 s).
+const WAIT_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 600.0,
+];
+
 /// One server's metrics: a Prometheus recorder and the handle that renders it.
 #[derive(Clone, Default)]
 pub struct Meter {
@@ -47,7 +53,13 @@ impl Meter {
     /// A fresh Prometheus registry.
     pub fn prometheus() -> Meter {
         let builder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+            .set_buckets_for_metric(
+                Matcher::Full("sluice_concurrency_wait_seconds".into()),
+                &WAIT_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
+            })
             .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
@@ -87,5 +99,21 @@ mod tests {
         assert!(b.render().contains("sluice_test_total 1"), "{}", b.render());
         Meter::default().record(|| metrics::counter!("sluice_test_total").increment(5));
         assert!(a.render().contains("sluice_test_total 3"));
+    }
+
+    #[test]
+    fn waits_have_buckets_up_to_the_longest_queue_timeout() {
+        let m = Meter::prometheus();
+        m.record(|| metrics::histogram!("sluice_concurrency_wait_seconds").record(42.0));
+        m.record(|| metrics::histogram!("sluice_request_duration_seconds").record(0.0001));
+        let text = m.render();
+        assert!(
+            text.contains("sluice_concurrency_wait_seconds_bucket{le=\"60\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice_request_duration_seconds_bucket{le=\"0.0001\"} 1"),
+            "{text}"
+        );
     }
 }
