@@ -2,15 +2,20 @@
 //! make one round trip per shard and decide a request's counters together.
 //!
 //! - [`memory`]: the embedded store (default): sharded maps in this process.
-//! - [`redis`]: counters in Redis, sharded over nodes by [`ring`], one script call per shard.
+//! - [`redis`]: counters in Redis, sharded over nodes by [`ring`], one script call per shard;
+//!   [`redis_slots`]: concurrency slots there too, with [`redis_notify`] telling replicas of
+//!   freed slots.
 
 pub mod breaker;
 pub mod fallback;
 pub mod memory;
 pub mod redis;
 pub mod redis_conn;
+pub mod redis_notify;
+pub mod redis_slots;
 pub mod ring;
 pub mod shard;
+pub mod slots_fallback;
 
 use crate::limiter::{Op, Outcome};
 use std::future::Future;

@@ -18,6 +18,8 @@
 //!   request to other shards complete normally (they may have been charged).
 //!
 //! Every outcome decided without Redis has `Outcome::fallback` set.
+//!
+//! Concurrency slots live on the same shards, breakers and failure policy: `store::redis_slots`.
 
 use crate::clock::{Clock, SystemClock};
 use crate::limiter::{Op, Outcome};
@@ -26,6 +28,7 @@ use crate::rules::model::Algorithm;
 use crate::store::fallback::{BreakerConfig, FailurePolicy, Fallback, Route, State};
 use crate::store::memory::MemoryStore;
 use crate::store::redis_conn::{self, Conn, Topology};
+use crate::store::redis_slots::RedisSlots;
 use crate::store::ring::ShardRing;
 use crate::store::shard::{self, classify, Fault, Shard};
 use crate::store::{OverrideMedium, Store, StoreError};
@@ -136,6 +139,8 @@ pub struct RedisStore {
     fallback: Arc<Fallback>,
     /// Each shard's prober and the local fallback's sweeper; aborted when the store is dropped.
     tasks: Vec<JoinHandle<()>>,
+    /// Concurrency slots over the same shards (shared with the waiting room).
+    slots: Arc<RedisSlots>,
 }
 
 /// How often the local fallback drops expired counters (only while it holds any).
@@ -167,13 +172,10 @@ return { 0 }
 ";
 
 impl RedisStore {
-    /// The concurrency slot table of this store.
-    // TODO(slots): leases in Redis; until then slots are this replica's own.
+    /// The concurrency slots of this store: in Redis, on the same shards, breakers and
+    /// failure policy as the counters (`store::redis_slots`).
     pub fn slots(&self) -> Arc<dyn crate::concurrency::SlotBackend> {
-        Arc::new(crate::concurrency::memory::MemorySlots::new(
-            Arc::new(SystemClock),
-            1_000_000,
-        ))
+        Arc::clone(&self.slots) as Arc<dyn crate::concurrency::SlotBackend>
     }
 
     /// Connects to every node (each within the timeout).
@@ -231,7 +233,9 @@ impl RedisStore {
             .map(|s| tokio::spawn(shard::watch(Arc::clone(s))))
             .collect();
         tasks.push(tokio::spawn(Arc::clone(&fallback).sweep(LOCAL_SWEEP)));
+        let slots = RedisSlots::new(&config, shards.clone(), meter)?;
         Ok(RedisStore {
+            slots: Arc::new(slots),
             shards,
             ring,
             script: redis::Script::new(SCRIPT),

@@ -113,6 +113,19 @@ fn certificates(ca: Option<&[u8]>) -> Option<redis::TlsCertificates> {
     })
 }
 
+/// A client for the node at `url` (no connection yet); `ca` (PEM) replaces the system roots
+/// for `rediss://`.
+pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, StoreError> {
+    tls_ready();
+    let bad = |e: redis::RedisError| StoreError::Unavailable(format!("bad Redis URL: {e}"));
+    match certificates(ca) {
+        Some(certs) if url.starts_with("rediss://") => {
+            redis::Client::build_with_tls(url, certs).map_err(bad)
+        }
+        _ => redis::Client::open(url).map_err(bad),
+    }
+}
+
 /// Connects to one node: `(name, connection)`. `ca` (PEM) replaces the system roots for
 /// `rediss://`.
 pub async fn node(
@@ -120,14 +133,7 @@ pub async fn node(
     timeout: Duration,
     ca: Option<&[u8]>,
 ) -> Result<(String, Conn), StoreError> {
-    tls_ready();
-    let bad = |e: redis::RedisError| StoreError::Unavailable(format!("bad Redis URL: {e}"));
-    let client = match certificates(ca) {
-        Some(certs) if url.starts_with("rediss://") => {
-            redis::Client::build_with_tls(url, certs).map_err(bad)?
-        }
-        _ => redis::Client::open(url).map_err(bad)?,
-    };
+    let client = client(url, ca)?;
     let name = client.get_connection_info().addr().to_string();
     let conn = within(
         timeout,

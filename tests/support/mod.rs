@@ -8,6 +8,7 @@ pub mod http;
 pub mod process;
 pub mod raw_grpc;
 pub mod redis;
+pub mod slot_cases;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
