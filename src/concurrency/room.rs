@@ -308,7 +308,7 @@ impl WaitingRoom {
         let rule = claim.op.rule.clone();
         if until <= started {
             self.metrics.rejected(&rule, "full");
-            return self.refusal(claim).await;
+            return self.refusal(claim, deadline).await;
         }
         let id = self.ids.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -335,7 +335,7 @@ impl WaitingRoom {
         };
         if !queued {
             self.metrics.rejected(&rule, "queue_full");
-            return self.refusal(claim).await;
+            return self.refusal(claim, deadline).await;
         }
         self.metrics.queued(&rule, 1.0);
         let mut seat = Seat {
@@ -364,7 +364,7 @@ impl WaitingRoom {
                 Some(o) => o,
                 None => {
                     self.metrics.waited(&rule, started.elapsed(), true);
-                    return self.refusal(claim).await;
+                    return self.refusal(claim, deadline).await;
                 }
             },
         };
@@ -373,15 +373,25 @@ impl WaitingRoom {
         Ok(outcome)
     }
 
-    /// A refusal's figures: the key's state now (held slots, the next expiry).
-    async fn refusal(&self, claim: &Claim) -> Result<SlotOutcome, StoreError> {
+    /// A refusal's figures: the key's state now (held slots, the next expiry). The look must
+    /// not make the caller miss its deadline: with one, it gets half the time left (the
+    /// wait's margin) and is given up after that — the refusal then reports the key full.
+    async fn refusal(
+        &self,
+        claim: &Claim,
+        deadline: Option<Instant>,
+    ) -> Result<SlotOutcome, StoreError> {
         let mut peek = claim.op.clone();
         peek.action = SlotAction::Peek;
-        let o = self
-            .backend
-            .run(std::slice::from_ref(&peek), None)
-            .await
-            .ok()
+        let now = Instant::now();
+        let by = deadline.map(|d| now + d.saturating_duration_since(now) / 2);
+        let look = self.backend.run(std::slice::from_ref(&peek), by);
+        let answer = match by {
+            Some(by) => tokio::time::timeout_at(by, look).await.ok(),
+            None => Some(look.await),
+        };
+        let o = answer
+            .and_then(Result::ok)
             .and_then(|v| v.into_iter().next())
             .unwrap_or(SlotOutcome::new(SlotResult::Unchanged, claim.op.max));
         if o.expired > 0 {
