@@ -8,10 +8,15 @@
 //!   `S` requests in flight on each (`C`×`S` closed-loop tasks), then prints one result line.
 //!   With `--distinct-keys N` it instead sends `N` requests each naming a new counter, so the
 //!   server ends up holding `N` live counters (for measuring memory per counter).
+//!   With `--workload slots` each operation is an acquire+release pair on a concurrency
+//!   (in-flight) key: one call takes a slot of `{<slot-key>: u<n>}` under a lease id unique to the
+//!   operation, the next gives it back (`is_negative_hits`), as Envoy's stream-done call does.
+//!   `requests` and `rps` then count pairs, and the result adds each call's percentiles.
 //!
 //! Latency is measured per call, from just before the call is issued until its response is
-//! decoded. The loop is closed (a task waits for its answer before sending again), so the
-//! percentiles are service times at the offered concurrency, not open-loop latencies.
+//! decoded (for a slot pair: from before the acquire until the release is decoded, and each call
+//! on its own too). The loop is closed (a task waits for its answer before sending again), so
+//! the percentiles are service times at the offered concurrency, not open-loop latencies.
 //! Failed calls are counted as errors and kept out of the histogram.
 //!
 //! Both subcommands refuse any address outside 127.0.0.0/8: this tool exists to saturate a
@@ -26,9 +31,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::{
     rate_limit_descriptor::Entry, RateLimitDescriptor,
 };
@@ -72,7 +77,7 @@ enum Command {
     /// Serve a do-nothing RateLimitService (the throughput ceiling) until SIGTERM/SIGINT.
     Noop(NoopArgs),
     /// Drive a RateLimitService with C connections x S in-flight requests and report.
-    Load(LoadArgs),
+    Load(Box<LoadArgs>),
     /// Serve HTTP/1.1 `200 ok` to every request (the upstream behind Envoy in the Envoy runs),
     /// optionally late (a slow upstream).
     Upstream(UpstreamArgs),
@@ -140,6 +145,38 @@ struct LoadArgs {
     /// sending as fast as answers come back: latency at a load below saturation.
     #[arg(long, value_name = "RPS", value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
+    /// What each operation is: `check`, one rate check with --descriptors descriptors; `slots`,
+    /// an acquire+release pair on a concurrency key (one descriptor; requests count pairs).
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Check)]
+    workload: WorkloadKind,
+    /// Descriptor key of the concurrency rule the slots workload acquires on.
+    #[arg(long, default_value = "slot", value_name = "KEY")]
+    slot_key: String,
+    /// Slot keys (`{<slot-key>: u0 .. u<N-1>}`) the pairs are spread over, in turn per loop.
+    #[arg(long, default_value_t = 100, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    slot_users: u64,
+    /// Descriptor key carrying the lease id (the rule's `lease_id`), unique per pair.
+    #[arg(long, default_value = "request_id", value_name = "KEY")]
+    lease_key: String,
+}
+
+/// The `--workload` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum WorkloadKind {
+    /// One rate check per operation.
+    Check,
+    /// One acquire and one release of a concurrency slot per operation.
+    Slots,
+}
+
+impl WorkloadKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Check => "check",
+            Self::Slots => "slots",
+        }
+    }
 }
 
 /// Why a command-line address was refused.
@@ -237,7 +274,7 @@ fn run(cli: Cli) -> Result<(), BoxError> {
     let runtime = build_runtime(cli.threads)?;
     match cli.command {
         Command::Noop(args) => runtime.block_on(run_noop(args)),
-        Command::Load(args) => runtime.block_on(run_load(args)),
+        Command::Load(args) => runtime.block_on(run_load(*args)),
         Command::Upstream(args) => runtime.block_on(run_upstream(args)),
     }
 }
@@ -402,15 +439,28 @@ type Client = RateLimitServiceClient<Channel>;
 
 /// What one task measured; tasks keep their own and are merged at the end (no shared locks).
 struct Tally {
+    /// Per operation: a call, or a whole acquire+release pair.
     latency_ns: Histogram<u64>,
+    /// Slot pairs only: each of the two calls on its own.
+    calls: Option<PairCalls>,
     errors: u64,
     over_limit: u64,
 }
 
+/// The two calls of a slot pair, timed separately.
+struct PairCalls {
+    acquire_ns: Histogram<u64>,
+    release_ns: Histogram<u64>,
+}
+
 impl Tally {
-    fn new(template: &Histogram<u64>) -> Self {
+    fn new(template: &Histogram<u64>, workload: WorkloadKind) -> Self {
         Self {
             latency_ns: Histogram::new_from(template),
+            calls: (workload == WorkloadKind::Slots).then(|| PairCalls {
+                acquire_ns: Histogram::new_from(template),
+                release_ns: Histogram::new_from(template),
+            }),
             errors: 0,
             over_limit: 0,
         }
@@ -433,10 +483,49 @@ impl Tally {
         }
     }
 
+    /// One slot pair: the acquire ran from `started` to `acquired_at`, the release from there
+    /// to now. A pair with a failed call counts as one error and is kept out of the histograms;
+    /// a refused acquire counts as over limit.
+    fn record_pair(
+        &mut self,
+        started: Instant,
+        acquired_at: Instant,
+        acquire: &Result<tonic::Response<RateLimitResponse>, tonic::Status>,
+        release: &Result<tonic::Response<RateLimitResponse>, tonic::Status>,
+    ) {
+        let (Ok(acquire), Ok(_)) = (acquire, release) else {
+            self.errors += 1;
+            return;
+        };
+        let ended = Instant::now();
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.latency_ns
+            .saturating_record(nanos(ended.duration_since(started)));
+        if let Some(calls) = self.calls.as_mut() {
+            calls
+                .acquire_ns
+                .saturating_record(nanos(acquired_at.duration_since(started)));
+            calls
+                .release_ns
+                .saturating_record(nanos(ended.duration_since(acquired_at)));
+        }
+        if acquire.get_ref().overall_code == i32::from(Code::OverLimit) {
+            self.over_limit += 1;
+        }
+    }
+
     fn merge(&mut self, other: &Self) -> Result<(), BenchError> {
         self.latency_ns
             .add(&other.latency_ns)
             .map_err(BenchError::HistogramMerge)?;
+        if let (Some(mine), Some(theirs)) = (self.calls.as_mut(), other.calls.as_ref()) {
+            mine.acquire_ns
+                .add(&theirs.acquire_ns)
+                .map_err(BenchError::HistogramMerge)?;
+            mine.release_ns
+                .add(&theirs.release_ns)
+                .map_err(BenchError::HistogramMerge)?;
+        }
         self.errors += other.errors;
         self.over_limit += other.over_limit;
         Ok(())
@@ -486,6 +575,26 @@ enum Workload {
     },
     /// One fresh counter (`{key: <request number>}`) per request, until the tickets run out.
     Distinct { key: String },
+    /// Acquire+release pairs on concurrency keys, until the window closes or the budget is spent.
+    Slots {
+        slots: SlotPlan,
+        window: Window,
+        /// Time between pairs of one loop, when a total rate is offered.
+        pace: Option<Duration>,
+    },
+}
+
+/// Which slot keys the pairs use and how their leases are named.
+#[derive(Clone)]
+struct SlotPlan {
+    /// The concurrency rule's descriptor key.
+    key: String,
+    /// Slot keys `u0 .. u<users-1>`.
+    users: u64,
+    /// The descriptor key carrying the lease id.
+    lease_key: String,
+    /// Differs between runs (and processes), so a run never reuses an earlier run's lease ids.
+    run: u32,
 }
 
 /// Everything the tasks share, fixed once the connections are open.
@@ -514,10 +623,22 @@ impl RunPlan {
                 let pace = args
                     .rate
                     .map(|rps| Duration::from_secs_f64(loops as f64 / rps as f64));
-                let workload = Workload::Steady {
-                    descriptors,
-                    window,
-                    pace,
+                let workload = match args.workload {
+                    WorkloadKind::Check => Workload::Steady {
+                        descriptors,
+                        window,
+                        pace,
+                    },
+                    WorkloadKind::Slots => Workload::Slots {
+                        slots: SlotPlan {
+                            key: args.slot_key.clone(),
+                            users: args.slot_users,
+                            lease_key: args.lease_key.clone(),
+                            run: run_nonce(),
+                        },
+                        window,
+                        pace,
+                    },
                 };
                 (workload, args.requests, window.measure_from)
             }
@@ -531,7 +652,30 @@ impl RunPlan {
     }
 }
 
+/// Refuses option combinations the slots workload cannot honour.
+fn check_workload(args: &LoadArgs) -> Result<(), String> {
+    if args.workload == WorkloadKind::Slots {
+        if args.distinct_keys.is_some() {
+            return Err("--distinct-keys and --workload slots cannot be combined".into());
+        }
+        if args.descriptors != 1 {
+            return Err("--workload slots sends one descriptor per call (--descriptors 1)".into());
+        }
+    }
+    Ok(())
+}
+
+/// A number that differs between runs: the low bits of the wall clock's nanoseconds, mixed
+/// with the process id.
+fn run_nonce() -> u32 {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| {
+        d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)
+    });
+    nanos ^ std::process::id().rotate_left(8)
+}
+
 async fn run_load(args: LoadArgs) -> Result<(), BoxError> {
+    check_workload(&args)?;
     let template =
         Histogram::new_with_bounds(1, MAX_TRACKED_NANOS, 3).map_err(BenchError::HistogramSetup)?;
     let clients = connect_all(args.target, args.connections).await?;
@@ -544,12 +688,12 @@ async fn run_load(args: LoadArgs) -> Result<(), BoxError> {
             tasks.spawn(worker(
                 client.clone(),
                 task_id,
-                Tally::new(&template),
+                Tally::new(&template, args.workload),
                 &plan,
             ));
         }
     }
-    let total = collect(&mut tasks, &template).await?;
+    let total = collect(&mut tasks, &template, args.workload).await?;
     let report = Report::new(&args, &total, plan.measure_from.elapsed());
     let line = if args.json {
         report.json()
@@ -601,6 +745,14 @@ fn worker(
                 steady_loop(client, request, tally, &tickets, window, pace).await
             }
             Workload::Distinct { key } => distinct_loop(client, domain, key, tally, &tickets).await,
+            Workload::Slots {
+                slots,
+                window,
+                pace,
+            } => {
+                let plan = (domain, slots, task_id);
+                slots_loop(client, plan, tally, &tickets, window, pace).await
+            }
         }
     }
 }
@@ -636,6 +788,88 @@ async fn steady_loop(
         }
     }
     tally
+}
+
+/// Closed (or paced) loop of acquire+release pairs. Pair `n` of task `t` acquires on user
+/// `(t + n) mod users` under a lease id no other pair of the run uses, then releases it; the
+/// release is sent whatever the acquire answered, as Envoy does on stream done.
+async fn slots_loop(
+    mut client: Client,
+    (domain, slots, task_id): (String, SlotPlan, usize),
+    mut tally: Tally,
+    tickets: &Tickets,
+    window: Window,
+    pace: Option<Duration>,
+) -> Tally {
+    let mut ticker = pace.map(|every| {
+        let mut t = tokio::time::interval(every);
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    for seq in 0u64.. {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        let (acquire, release) = slot_pair(&domain, &slots, task_id, seq);
+        let started = Instant::now();
+        if started >= window.stop_at {
+            break;
+        }
+        let measured = started >= window.measure_from;
+        if measured && tickets.take().is_none() {
+            break;
+        }
+        let acquired = client.should_rate_limit(acquire).await;
+        let acquired_at = Instant::now();
+        let released = client.should_rate_limit(release).await;
+        if measured {
+            tally.record_pair(started, acquired_at, &acquired, &released);
+        }
+    }
+    tally
+}
+
+/// Pair `seq` of task `task_id`: the acquire (`{key: u<i>}, {lease_key: <id>}`, one hit) and
+/// its release (the same descriptor with `is_negative_hits`). The lease id is shaped like
+/// Envoy's `x-request-id` (a 36-character UUID) and unique per run, task and pair.
+fn slot_pair(
+    domain: &str,
+    slots: &SlotPlan,
+    task_id: usize,
+    seq: u64,
+) -> (RateLimitRequest, RateLimitRequest) {
+    let user = (task_id as u64).wrapping_add(seq) % slots.users;
+    let task = task_id as u64;
+    let lease = format!(
+        "{:08x}-{:04x}-{:04x}-8000-{:012x}",
+        slots.run,
+        (task >> 16) & 0xffff,
+        task & 0xffff,
+        seq & 0xffff_ffff_ffff
+    );
+    let acquire = RateLimitDescriptor {
+        entries: vec![
+            Entry {
+                key: slots.key.clone(),
+                value: format!("u{user}"),
+            },
+            Entry {
+                key: slots.lease_key.clone(),
+                value: lease,
+            },
+        ],
+        ..Default::default()
+    };
+    let release = RateLimitDescriptor {
+        is_negative_hits: true,
+        ..acquire.clone()
+    };
+    let request = |descriptor| RateLimitRequest {
+        domain: domain.to_owned(),
+        descriptors: vec![descriptor],
+        hits_addend: 1,
+    };
+    (request(acquire), request(release))
 }
 
 async fn distinct_loop(
@@ -680,8 +914,9 @@ fn descriptor(key: String, value: String) -> RateLimitDescriptor {
 async fn collect(
     tasks: &mut JoinSet<Tally>,
     template: &Histogram<u64>,
+    workload: WorkloadKind,
 ) -> Result<Tally, BenchError> {
-    let mut total = Tally::new(template);
+    let mut total = Tally::new(template, workload);
     while let Some(joined) = tasks.join_next().await {
         let tally = joined.map_err(BenchError::Worker)?;
         total.merge(&tally)?;
@@ -693,12 +928,14 @@ async fn collect(
 // report
 // ---------------------------------------------------------------------------------------------
 
-/// One run's result; `requests` counts successful calls only, and `rps` is based on them.
+/// One run's result; `requests` counts successful operations only (calls, or slot pairs both
+/// of whose calls succeeded), and `rps` is based on them.
 struct Report {
     label: String,
     target: SocketAddr,
     shape: String,
     descriptors: u32,
+    workload: WorkloadKind,
     requests: u64,
     errors: u64,
     over_limit: u64,
@@ -708,6 +945,13 @@ struct Report {
     p99_us: f64,
     p999_us: f64,
     max_us: f64,
+    /// Slot pairs: the acquire's and the release's p50/p99/p999 (µs), each call on its own.
+    calls: Option<[[f64; 3]; 2]>,
+}
+
+/// p50, p99 and p999 of `h`, in microseconds.
+fn percentiles_us(h: &Histogram<u64>) -> [f64; 3] {
+    [0.50, 0.99, 0.999].map(|q| h.value_at_quantile(q) as f64 / 1_000.0)
 }
 
 impl Report {
@@ -725,6 +969,7 @@ impl Report {
             } else {
                 args.descriptors
             },
+            workload: args.workload,
             requests,
             errors: tally.errors,
             over_limit: tally.over_limit,
@@ -738,17 +983,37 @@ impl Report {
             p99_us: micros(latency.value_at_quantile(0.99)),
             p999_us: micros(latency.value_at_quantile(0.999)),
             max_us: micros(latency.max()),
+            calls: tally
+                .calls
+                .as_ref()
+                .map(|c| [percentiles_us(&c.acquire_ns), percentiles_us(&c.release_ns)]),
         }
     }
 
+    /// The per-call percentiles of a slot pair as `(name, value)`s, or none.
+    fn call_fields(&self) -> Vec<(String, f64)> {
+        let Some(calls) = &self.calls else {
+            return Vec::new();
+        };
+        let mut fields = Vec::with_capacity(6);
+        for (call, values) in ["acquire", "release"].iter().zip(calls) {
+            for (q, v) in ["p50", "p99", "p999"].iter().zip(values) {
+                fields.push((format!("{call}_{q}_us"), *v));
+            }
+        }
+        fields
+    }
+
     fn text(&self) -> String {
-        format!(
-            "label={} target={} shape={} descriptors={} requests={} errors={} over_limit={} \
-             elapsed_s={:.3} rps={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} max_us={:.1}",
+        let mut line = format!(
+            "label={} target={} shape={} descriptors={} workload={} requests={} errors={} \
+             over_limit={} elapsed_s={:.3} rps={:.0} p50_us={:.1} p99_us={:.1} p999_us={:.1} \
+             max_us={:.1}",
             self.label,
             self.target,
             self.shape,
             self.descriptors,
+            self.workload.name(),
             self.requests,
             self.errors,
             self.over_limit,
@@ -758,18 +1023,23 @@ impl Report {
             self.p99_us,
             self.p999_us,
             self.max_us,
-        )
+        );
+        for (name, value) in self.call_fields() {
+            let _ = write!(line, " {name}={value:.1}");
+        }
+        line
     }
 
     fn json(&self) -> String {
-        format!(
-            "{{\"label\":{},\"target\":\"{}\",\"shape\":\"{}\",\"descriptors\":{},\"requests\":{},\
-             \"errors\":{},\"over_limit\":{},\"elapsed_s\":{:.3},\"rps\":{:.0},\"p50_us\":{:.1},\
-             \"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}}}",
+        let mut object = format!(
+            "{{\"label\":{},\"target\":\"{}\",\"shape\":\"{}\",\"descriptors\":{},\"workload\":\"{}\",\
+             \"requests\":{},\"errors\":{},\"over_limit\":{},\"elapsed_s\":{:.3},\"rps\":{:.0},\
+             \"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1}",
             json_string(&self.label),
             self.target,
             self.shape,
             self.descriptors,
+            self.workload.name(),
             self.requests,
             self.errors,
             self.over_limit,
@@ -779,7 +1049,12 @@ impl Report {
             self.p99_us,
             self.p999_us,
             self.max_us,
-        )
+        );
+        for (name, value) in self.call_fields() {
+            let _ = write!(object, ",\"{name}\":{value:.1}");
+        }
+        object.push('}');
+        object
     }
 }
 
