@@ -22,6 +22,7 @@ use crate::concurrency::slots::{SlotAction, SlotBackend, SlotOp, SlotOutcome, Sl
 use crate::store::StoreError;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
+use seat::Seat;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,65 +100,6 @@ impl WaitingRoom {
             max_wait,
             metrics,
         })
-    }
-
-    /// Starts the background work: the sweeper of private tables, the listener for releases
-    /// on other replicas, and the periodic retry of shared tables. The tasks end when the
-    /// room is dropped.
-    pub fn spawn_tasks(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
-        let weak = Arc::downgrade(self);
-        tasks.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(room) = weak.upgrade() else { return };
-                let backend = room.backend.clone();
-                // A sweep walks every table: off the async workers.
-                let Ok(expired) = tokio::task::spawn_blocking(move || backend.sweep()).await else {
-                    continue;
-                };
-                for (rule, n) in &expired {
-                    room.metrics.expired(rule, *n);
-                }
-                if !expired.is_empty() {
-                    room.kick_all();
-                }
-            }
-        }));
-        if let Some(mut rx) = self.backend.freed_elsewhere() {
-            let weak = Arc::downgrade(self);
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let key = match rx.recv().await {
-                        Ok(key) => key,
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            // Notices were lost: every waiting key may have a free slot.
-                            let Some(room) = weak.upgrade() else { return };
-                            room.kick_all();
-                            continue;
-                        }
-                        Err(_) => return,
-                    };
-                    let Some(room) = weak.upgrade() else { return };
-                    room.kick(&key);
-                }
-            }));
-        }
-        if let Some(every) = self.backend.retry_every() {
-            let weak = Arc::downgrade(self);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    let Some(room) = weak.upgrade() else { return };
-                    room.kick_all();
-                }
-            }));
-        }
-        tasks
     }
 
     /// Waiters per key right now (the admin API): `(queued, per flow)`.
@@ -403,143 +345,6 @@ impl WaitingRoom {
             ..o
         })
     }
-
-    /// Runs the pump of every key with waiters.
-    fn kick_all(self: &Arc<Self>) {
-        let keys: Vec<String> = self.rooms.lock().keys().cloned().collect();
-        for key in keys {
-            self.kick(&key);
-        }
-    }
-
-    /// A slot of `key` may have freed: make sure its pump runs (once more, if running).
-    pub fn kick(self: &Arc<Self>, key: &str) {
-        {
-            let mut rooms = self.rooms.lock();
-            let Some(room) = rooms.get_mut(key) else {
-                return;
-            };
-            if room.queue.is_empty() {
-                return;
-            }
-            if room.pumping {
-                room.kicked = true;
-                return;
-            }
-            room.pumping = true;
-            room.kicked = false;
-        }
-        let me = self.clone();
-        let key = key.to_owned();
-        tokio::spawn(async move { me.pump(key).await });
-    }
-
-    /// Serves `key`'s waiters while slots are free.
-    async fn pump(self: Arc<Self>, key: String) {
-        loop {
-            let (id, op) = {
-                let mut rooms = self.rooms.lock();
-                let Some(room) = rooms.get_mut(key.as_str()) else {
-                    return;
-                };
-                room.kicked = false;
-                match room.queue.peek() {
-                    Some((id, w)) => (id, w.op.clone()),
-                    None => {
-                        rooms.remove(key.as_str());
-                        return;
-                    }
-                }
-            };
-            let outcome = match self.backend.run(std::slice::from_ref(&op), None).await {
-                Ok(v) => v.into_iter().next(),
-                Err(_) => None,
-            };
-            let Some(o) = outcome else {
-                self.stop_pump(&key, Some(BACKEND_RETRY));
-                return;
-            };
-            if o.expired > 0 {
-                self.metrics.expired(&op.rule, u64::from(o.expired));
-            }
-            match o.result {
-                SlotResult::Full | SlotResult::NoRoom => {
-                    if self.stop_pump(&key, o.next_expiry) {
-                        continue;
-                    }
-                    return;
-                }
-                _ => {
-                    let o = SlotOutcome { expired: 0, ..o };
-                    let unclaimed = {
-                        let mut rooms = self.rooms.lock();
-                        let waiter = rooms.get_mut(key.as_str()).and_then(|room| {
-                            if room.queue.peek().map(|(i, _)| i) == Some(id) {
-                                room.queue.pop().map(|(_, w)| w)
-                            } else {
-                                None
-                            }
-                        });
-                        match waiter {
-                            Some(w) => {
-                                self.metrics.queued(&op.rule, -1.0);
-                                w.tx.send(o).is_err()
-                            }
-                            None => true,
-                        }
-                    };
-                    if unclaimed && o.result == SlotResult::Granted {
-                        // Its waiter left while the slot was being taken: give it back.
-                        let _ = self.backend.run(&[release_of(&op)], None).await;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stops `key`'s pump — unless a notice came meanwhile (then `true`: go round again).
-    /// Schedules a retry `after` (a lease's expiry, or a backend failure).
-    fn stop_pump(self: &Arc<Self>, key: &str, after: Option<Duration>) -> bool {
-        let retry = after.or(self.backend.retry_every());
-        let schedule = {
-            let mut rooms = self.rooms.lock();
-            let Some(room) = rooms.get_mut(key) else {
-                return false;
-            };
-            if room.kicked {
-                room.kicked = false;
-                return true;
-            }
-            room.pumping = false;
-            if room.queue.is_empty() {
-                rooms.remove(key);
-                return false;
-            }
-            match retry {
-                Some(after) => {
-                    let at = Instant::now() + after.max(Duration::from_millis(1));
-                    if room.retry_at.is_some_and(|r| r <= at && r > Instant::now()) {
-                        None
-                    } else {
-                        room.retry_at = Some(at);
-                        Some(at)
-                    }
-                }
-                None => None,
-            }
-        };
-        if let Some(at) = schedule {
-            let weak = Arc::downgrade(self);
-            let key = key.to_owned();
-            tokio::spawn(async move {
-                tokio::time::sleep_until(at).await;
-                if let Some(room) = weak.upgrade() {
-                    room.kick(&key);
-                }
-            });
-        }
-        false
-    }
 }
 
 /// The release giving back the slot `op` acquired.
@@ -556,65 +361,9 @@ fn margin(left: Duration) -> Duration {
     (left / 10).min(Duration::from_millis(25))
 }
 
-/// A waiter's place in a queue; leaving (timeout, or the call dropped) takes it out.
-struct Seat {
-    room: Arc<WaitingRoom>,
-    key: String,
-    flow: FlowKey,
-    id: u64,
-    rx: oneshot::Receiver<SlotOutcome>,
-    /// What the waiter asked for (to give back a slot that arrived as it left).
-    op: SlotOp,
-    /// The wait ended with an answer: nothing to undo.
-    done: bool,
-}
-
-impl Seat {
-    /// Leaves the queue; the answer that arrived meanwhile, if any.
-    fn leave(&mut self) -> Option<SlotOutcome> {
-        self.done = true;
-        let removed = {
-            let mut rooms = self.room.rooms.lock();
-            let removed = rooms
-                .get_mut(self.key.as_str())
-                .and_then(|r| r.queue.remove(&self.flow, self.id))
-                .is_some();
-            if rooms
-                .get(self.key.as_str())
-                .is_some_and(|r| r.queue.is_empty() && !r.pumping)
-            {
-                rooms.remove(self.key.as_str());
-            }
-            removed
-        };
-        if removed {
-            self.room.metrics.queued(&self.op.rule, -1.0);
-            return None;
-        }
-        // Not in the queue any more: the pump served it, under the lock, before we looked.
-        self.rx.try_recv().ok()
-    }
-}
-
-impl Drop for Seat {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        self.room.metrics.cancelled(&self.op.rule);
-        if let Some(o) = self.leave() {
-            if o.result == SlotResult::Granted {
-                let room = self.room.clone();
-                let op = release_of(&self.op);
-                tokio::spawn(async move {
-                    let key = op.key.clone();
-                    let _ = room.backend.run(std::slice::from_ref(&op), None).await;
-                    room.kick(&key);
-                });
-            }
-        }
-    }
-}
+mod pump;
+mod seat;
+mod tasks;
 
 #[cfg(test)]
 mod tests;
