@@ -4,37 +4,16 @@
 
 mod support;
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use std::collections::HashMap;
 use std::time::Duration;
+use support::slot_cases::{pool_slot, wait_for};
 use support::*;
 
 fn rules(weights: &str) -> String {
     format!(
         "domain: fair\ndescriptors:\n  - key: pool\n    concurrency: {{max: 4, queue: 100, queue_timeout: 60s, fair_by: tenant, lease_id: request_id, weights: {weights}}}\n"
     )
-}
-
-fn slot(tenant: &str, id: &str, release: bool) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        is_negative_hits: release,
-        ..desc_hits(
-            &[("pool", "gpu"), ("tenant", tenant), ("request_id", id)],
-            1,
-        )
-    }
-}
-
-async fn wait_queued(s: &TestServer, n: usize) {
-    let needle = format!("sluice_concurrency_queued{{rule=\"fair.pool\"}} {n}\n");
-    for _ in 0..1000 {
-        if s.metrics().contains(&needle) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never {n} queued: {}", s.metrics());
 }
 
 /// Queues `waiters` per tenant behind 4 held slots, then frees one slot per grant, `grants`
@@ -45,7 +24,7 @@ async fn shares(weights: &str, waiters: &[(&str, usize)], grants: usize) -> Hash
     for i in 0..4 {
         let r = call(
             &mut c,
-            req("fair", vec![slot("holder", &format!("h{i}"), false)]),
+            req("fair", vec![pool_slot("holder", &format!("h{i}"), false)]),
         )
         .await;
         assert_eq!(overall(&r), Code::Ok);
@@ -58,13 +37,21 @@ async fn shares(weights: &str, waiters: &[(&str, usize)], grants: usize) -> Hash
             let tx = tx.clone();
             let (tenant, id) = (tenant.to_string(), format!("{tenant}{i}"));
             tokio::spawn(async move {
-                let r = call(&mut client, req("fair", vec![slot(&tenant, &id, false)])).await;
+                let r = call(
+                    &mut client,
+                    req("fair", vec![pool_slot(&tenant, &id, false)]),
+                )
+                .await;
                 if overall(&r) == Code::Ok {
                     let _ = tx.send((tenant, id));
                 }
             });
             queued += 1;
-            wait_queued(&s, queued).await;
+            wait_for(
+                &s,
+                &format!("sluice_concurrency_queued{{rule=\"fair.pool\"}} {queued}\n"),
+            )
+            .await;
         }
     }
     let mut holders: Vec<(String, String)> = (0..4)
@@ -73,7 +60,7 @@ async fn shares(weights: &str, waiters: &[(&str, usize)], grants: usize) -> Hash
     let mut got: HashMap<String, usize> = HashMap::new();
     for _ in 0..grants {
         let (tenant, id) = holders.remove(0);
-        call(&mut c, req("fair", vec![slot(&tenant, &id, true)])).await;
+        call(&mut c, req("fair", vec![pool_slot(&tenant, &id, true)])).await;
         let granted = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("a waiter is granted")

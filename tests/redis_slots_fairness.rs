@@ -6,11 +6,11 @@
 
 mod support;
 
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use std::collections::HashMap;
 use std::time::Duration;
 use support::redis::RedisServer;
+use support::slot_cases::{pool_slot, wait_for};
 use support::*;
 
 const RULES: &str = "
@@ -19,27 +19,6 @@ descriptors:
   - key: pool
     concurrency: {max: 4, queue: 100, queue_timeout: 60s, fair_by: tenant, lease_id: request_id}
 ";
-
-fn slot(tenant: &str, id: &str, release: bool) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        is_negative_hits: release,
-        ..desc_hits(
-            &[("pool", "gpu"), ("tenant", tenant), ("request_id", id)],
-            1,
-        )
-    }
-}
-
-async fn wait_queued(s: &TestServer, n: usize) {
-    let needle = format!("sluice_concurrency_queued{{rule=\"fair.pool\"}} {n}\n");
-    for _ in 0..1000 {
-        if s.metrics().contains(&needle) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never {n} queued: {}", s.metrics());
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_a_pool_approximately_fairly() {
@@ -60,7 +39,7 @@ async fn replicas_share_a_pool_approximately_fairly() {
     for i in 0..4 {
         let r = call(
             &mut c1,
-            req("fair", vec![slot("holder", &format!("h{i}"), false)]),
+            req("fair", vec![pool_slot("holder", &format!("h{i}"), false)]),
         )
         .await;
         assert_eq!(overall(&r), Code::Ok);
@@ -74,13 +53,21 @@ async fn replicas_share_a_pool_approximately_fairly() {
                 let tx = tx.clone();
                 let (tenant, id) = (tenant.to_owned(), format!("{tenant}{i}"));
                 tokio::spawn(async move {
-                    let r = call(&mut client, req("fair", vec![slot(&tenant, &id, false)])).await;
+                    let r = call(
+                        &mut client,
+                        req("fair", vec![pool_slot(&tenant, &id, false)]),
+                    )
+                    .await;
                     if overall(&r) == Code::Ok {
                         let _ = tx.send((tenant, id));
                     }
                 });
                 queued += 1;
-                wait_queued(server, queued).await;
+                wait_for(
+                    server,
+                    &format!("sluice_concurrency_queued{{rule=\"fair.pool\"}} {queued}\n"),
+                )
+                .await;
             }
         }
     }
@@ -92,7 +79,7 @@ async fn replicas_share_a_pool_approximately_fairly() {
     for n in 0..grants {
         let (tenant, id) = holders.remove(0);
         let via = if n % 2 == 0 { &mut c1 } else { &mut c2 };
-        call(via, req("fair", vec![slot(&tenant, &id, true)])).await;
+        call(via, req("fair", vec![pool_slot(&tenant, &id, true)])).await;
         let granted = tokio::time::timeout(Duration::from_secs(10), rx.recv())
             .await
             .expect("a waiter is served after a release")

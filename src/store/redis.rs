@@ -312,29 +312,9 @@ impl RedisStore {
         let started = std::time::Instant::now();
         let result = self.invoke(s, ops, idx, mode, budget).await;
         s.latency.record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcomes) => {
-                s.answered();
-                Ok(outcomes)
-            }
-            Err(Fault::Request(e)) => {
-                // Redis is alive and answered: this request fails alone.
-                s.answered();
-                s.request_errors.increment(1);
-                tracing::warn!(error = %e, "redis refused a request");
-                Err(StoreError::Rejected(e))
-            }
-            Err(Fault::Timeout(e)) => {
-                s.timed_out();
-                tracing::debug!(error = %e, "redis call missed its deadline; deciding without charging");
-                Ok(self.fall_back(s, ops, idx, mode, false))
-            }
-            Err(Fault::Node(e)) => {
-                s.failed();
-                tracing::debug!(error = %e, "redis call failed; deciding by the failure policy");
-                Ok(self.fall_back(s, ops, idx, mode, true))
-            }
-        }
+        s.settle("counters", result, |charge| {
+            self.fall_back(s, ops, idx, mode, charge)
+        })
     }
 
     /// Decides ops of a shard that cannot be asked; `charge` false when the call may still

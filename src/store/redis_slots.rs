@@ -242,28 +242,9 @@ impl RedisSlots {
         let started = std::time::Instant::now();
         let result = self.invoke(s, ops, idx, budget).await;
         s.latency.record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcomes) => {
-                s.answered();
-                Ok(outcomes)
-            }
-            Err(Fault::Request(e)) => {
-                s.answered();
-                s.request_errors.increment(1);
-                tracing::warn!(error = %e, "redis refused a slot call");
-                Err(StoreError::Rejected(e))
-            }
-            Err(Fault::Timeout(e)) => {
-                s.timed_out();
-                tracing::debug!(error = %e, "slot call missed its deadline; deciding without taking");
-                Ok(self.fallback.decide(&s.name, ops, idx, false))
-            }
-            Err(Fault::Node(e)) => {
-                s.failed();
-                tracing::debug!(error = %e, "slot call failed; deciding by the failure policy");
-                Ok(self.fallback.decide(&s.name, ops, idx, true))
-            }
-        }
+        s.settle("slots", result, |take| {
+            self.fallback.decide(&s.name, ops, idx, take)
+        })
     }
 
     /// One script call to one shard within `budget`.

@@ -130,6 +130,42 @@ impl Shard {
         }
     }
 
+    /// Settles one script call: records what it says about the node (answered, timed out,
+    /// failed) and returns its outcomes, the request's own error, or the failure policy's
+    /// decision — `fall_back(true)` when the node failed (take locally), `fall_back(false)`
+    /// when the call missed its deadline (it may still run on Redis: take nothing locally).
+    /// `what` names the call in logs.
+    pub fn settle<T>(
+        self: &Arc<Self>,
+        what: &str,
+        result: Result<T, Fault>,
+        fall_back: impl FnOnce(bool) -> T,
+    ) -> Result<T, StoreError> {
+        match result {
+            Ok(outcomes) => {
+                self.answered();
+                Ok(outcomes)
+            }
+            Err(Fault::Request(e)) => {
+                // Redis is alive and answered: this request fails alone.
+                self.answered();
+                self.request_errors.increment(1);
+                tracing::warn!(error = %e, call = what, "redis refused a request");
+                Err(StoreError::Rejected(e))
+            }
+            Err(Fault::Timeout(e)) => {
+                self.timed_out();
+                tracing::debug!(error = %e, call = what, "redis call missed its deadline; deciding without taking");
+                Ok(fall_back(false))
+            }
+            Err(Fault::Node(e)) => {
+                self.failed();
+                tracing::debug!(error = %e, call = what, "redis call failed; deciding by the failure policy");
+                Ok(fall_back(true))
+            }
+        }
+    }
+
     /// Records a call that Redis answered (with results or with an error reply).
     pub fn answered(&self) {
         self.breaker.record(true);

@@ -199,3 +199,14 @@ pub async fn wait_for(s: &TestServer, needle: &str) {
     }
     panic!("never saw {needle}: {}", s.metrics());
 }
+
+/// A charge (or, with `release`, its release) on the pool `gpu` by request `id` of `tenant`.
+pub fn pool_slot(tenant: &str, id: &str, release: bool) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        is_negative_hits: release,
+        ..desc_hits(
+            &[("pool", "gpu"), ("tenant", tenant), ("request_id", id)],
+            1,
+        )
+    }
+}
