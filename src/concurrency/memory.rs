@@ -4,8 +4,8 @@
 //! Per key a [`Table`] holds named leases (by lease id) and anonymous ones, each ordered by
 //! expiry so the oldest is found in O(log n). Tables are sharded by key hash behind short
 //! `parking_lot` locks (never held across an `.await`); a table is dropped as soon as it holds
-//! nothing, and at most `max_keys` tables exist at once (a new key beyond that is refused as
-//! [`SlotResult::NoRoom`]: refusing is safe, forgetting a held slot would over-admit).
+//! nothing, and at most `max_keys` tables — and `max_keys` leases in all — exist at once (a new
+//! key or lease beyond that is refused as [`SlotResult::NoRoom`]: refusing is safe, forgetting a held slot would over-admit).
 
 use crate::clock::Clock;
 use crate::concurrency::slots::{SlotAction, SlotBackend, SlotOp, SlotOutcome, SlotResult};
@@ -92,6 +92,9 @@ pub struct MemorySlots {
     hasher: hashbrown::DefaultHashBuilder,
     /// Tables alive, bounded by `max_keys`.
     keys: AtomicUsize,
+    /// Leases held in all tables, bounded by `max_keys` too: many keys of a few slots each
+    /// (one per user) cannot grow memory beyond the bound either.
+    leases: AtomicUsize,
     /// The most tables at once (memory bound).
     max_keys: usize,
     /// Lease sequence numbers: leases taken in one millisecond keep their order.
@@ -106,6 +109,7 @@ impl MemorySlots {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: hashbrown::DefaultHashBuilder::default(),
             keys: AtomicUsize::new(0),
+            leases: AtomicUsize::new(0),
             max_keys: max_keys.max(1),
             seq: std::sync::atomic::AtomicU64::new(0),
         }
@@ -165,25 +169,23 @@ impl MemorySlots {
         let mut out: Vec<(Arc<str>, u64)> = Vec::new();
         for shard in &self.shards {
             let mut map = shard.lock();
+            let (keys, mut dropped) = (map.len(), 0usize);
             map.retain(|_, t| {
-                let n = u64::from(t.expire(now));
+                let n = t.expire(now);
+                dropped += n as usize;
                 if n > 0 {
                     match out.iter_mut().find(|(r, _)| *r == t.rule) {
-                        Some((_, total)) => *total += n,
-                        None => out.push((t.rule.clone(), n)),
+                        Some((_, total)) => *total += u64::from(n),
+                        None => out.push((t.rule.clone(), u64::from(n))),
                     }
                 }
                 !t.order.is_empty()
             });
+            // Exact deltas, under the shard's lock: the totals never drift.
+            self.keys.fetch_sub(keys - map.len(), Ordering::Relaxed);
+            self.leases.fetch_sub(dropped, Ordering::Relaxed);
         }
-        self.recount();
         out
-    }
-
-    /// Re-reads how many tables exist (after a sweep dropped some).
-    fn recount(&self) {
-        let n = self.shards.iter().map(|s| s.lock().len()).sum();
-        self.keys.store(n, Ordering::Relaxed);
     }
 
     fn one(&self, op: &SlotOp, now: u64) -> SlotOutcome {
@@ -216,8 +218,21 @@ impl MemorySlots {
         let Some(table) = map.get_mut(op.key.as_str()) else {
             return SlotOutcome::new(SlotResult::Unchanged, 0);
         };
+        let before = table.order.len();
         let expired = table.expire(now);
+        // A new lease needs room in the whole set, not only in its key.
+        let room = self
+            .leases
+            .load(Ordering::Relaxed)
+            .saturating_sub(before - table.order.len())
+            < self.max_keys;
         let result = match (op.action, member) {
+            (SlotAction::Acquire, Some(id))
+                if !room && !table.named.contains_key(id.as_ref()) && table.held() < op.max =>
+            {
+                SlotResult::NoRoom
+            }
+            (SlotAction::Acquire, None) if !room && table.held() < op.max => SlotResult::NoRoom,
             (SlotAction::Acquire, Some(id)) => {
                 if let Some(lease) = table.named.get_mut(id.as_ref()) {
                     lease.absorb = lease.absorb.saturating_add(1);
@@ -270,6 +285,12 @@ impl MemorySlots {
             }
             (SlotAction::Note, None) | (SlotAction::Peek, _) => SlotResult::Unchanged,
         };
+        let after = table.order.len();
+        if after >= before {
+            self.leases.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            self.leases.fetch_sub(before - after, Ordering::Relaxed);
+        }
         let outcome = SlotOutcome {
             result,
             held: table.held(),

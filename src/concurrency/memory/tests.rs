@@ -128,7 +128,7 @@ fn the_sweeper_reports_expiries_per_rule_and_drops_tables() {
 }
 
 #[test]
-fn a_full_table_set_refuses_new_keys_but_serves_known_ones() {
+fn a_full_table_set_refuses_new_keys_until_one_frees() {
     let (_, s) = setup(2);
     run(&s, op("k1", 3, None, SlotAction::Acquire));
     run(&s, op("k2", 3, None, SlotAction::Acquire));
@@ -137,8 +137,9 @@ fn a_full_table_set_refuses_new_keys_but_serves_known_ones() {
         SlotResult::NoRoom
     );
     assert_eq!(
-        run(&s, op("k1", 3, None, SlotAction::Acquire)).result,
-        SlotResult::Granted
+        run(&s, op("k1", 3, None, SlotAction::Release)).result,
+        SlotResult::Released,
+        "known keys still release"
     );
     run(&s, op("k2", 3, None, SlotAction::Release));
     assert_eq!(
@@ -169,5 +170,50 @@ fn long_ids_are_bounded_and_still_tell_requests_apart() {
     assert_eq!(
         run(&s, op("k", 5, Some(&a), SlotAction::Release)).result,
         SlotResult::Released
+    );
+}
+
+#[test]
+fn leases_in_all_are_bounded_too() {
+    let (clock, s) = setup(3);
+    for id in ["a", "b", "c"] {
+        assert_eq!(
+            run(&s, op("k", 10, Some(id), SlotAction::Acquire)).result,
+            SlotResult::Granted
+        );
+    }
+    assert_eq!(
+        run(&s, op("k", 10, Some("d"), SlotAction::Acquire)).result,
+        SlotResult::NoRoom
+    );
+    assert_eq!(
+        run(&s, op("k", 10, None, SlotAction::Acquire)).result,
+        SlotResult::NoRoom
+    );
+    // A duplicate is still told it is in use, not refused for room.
+    assert_eq!(
+        run(&s, op("k", 10, Some("a"), SlotAction::Acquire)).result,
+        SlotResult::InUse
+    );
+    run(&s, op("k", 10, Some("a"), SlotAction::Release));
+    run(&s, op("k", 10, Some("a"), SlotAction::Release));
+    assert_eq!(
+        run(&s, op("k", 10, Some("d"), SlotAction::Acquire)).result,
+        SlotResult::Granted
+    );
+    // Expiry (on access or by the sweeper) gives the room back.
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(s.sweep_now(), vec![(Arc::from("d.k"), 3)]);
+    for id in ["e", "f", "g"] {
+        assert_eq!(
+            run(&s, op("k2", 10, Some(id), SlotAction::Acquire)).result,
+            SlotResult::Granted
+        );
+    }
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        run(&s, op("k2", 10, Some("h"), SlotAction::Acquire)).result,
+        SlotResult::Granted,
+        "expired on access"
     );
 }
