@@ -13,18 +13,15 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::Duration;
 use support::envoy::{
     http_get, http_request, listener_addr, logs, render_template, start_envoy, start_sluice,
-    wait_for, Proc, Response, WAIT,
+    start_upstream, Proc, Response, WAIT,
 };
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, Instant};
 
 const TEMPLATE: &str = "deploy/envoy/envoy-concurrency.yaml";
-/// The slow upstream.
-const BENCH: &str = env!("CARGO_BIN_EXE_sluice-bench");
 /// sluice's stats keys of the two rules in `deploy/envoy/rules/inflight.yaml`.
 const API_RULE: &str = "inflight.route_api.user";
 const JOBS_RULE: &str = "inflight.route_jobs.user";
@@ -50,23 +47,7 @@ struct Inflight {
 impl Inflight {
     async fn start() -> Inflight {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut upstream = Proc::spawn(
-            "upstream",
-            Command::new(BENCH).args(["upstream", "--addr", "127.0.0.1:0"]),
-            dir.path(),
-        );
-        let upstream_addr: SocketAddr = wait_for("the upstream to listen", &mut [&mut upstream], {
-            let log = dir.path().join("upstream.log");
-            move || {
-                let addr = std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .lines()
-                    .find_map(|l| l.split("listening grpc=").nth(1))
-                    .and_then(|a| a.trim().parse().ok());
-                async move { addr }
-            }
-        })
-        .await;
+        let (mut upstream, upstream_addr) = start_upstream(dir.path()).await;
         let (mut sluice, sluice_grpc, sluice_http) =
             start_sluice(dir.path(), &["--rules", "deploy/envoy/rules"]).await;
         // The filter's timeout stays as shipped (12s): it must outlast the queue_timeout.

@@ -10,13 +10,12 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 use support::envoy::{
-    http_get, http_request, listener_addr, logs, render_template, start_envoy, wait_for, Proc,
-    Response, ROOT, SLUICE,
+    http_get, http_request, listener_addr, logs, render_template, start_envoy, start_upstream,
+    wait_for, Proc, Response, ROOT, SLUICE,
 };
 use support::redis::RedisServer;
 use tokio::time::{sleep, Instant};
 
-const BENCH: &str = env!("CARGO_BIN_EXE_sluice-bench");
 /// `deploy/envoy/rules/inflight.yaml`'s API rule with a 3 s lease.
 const RULES: &str = "
 domain: inflight
@@ -102,23 +101,7 @@ async fn slots_outlive_a_crashed_sluice_and_return_after_their_lease() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         l.local_addr().expect("addr")
     };
-    let mut upstream = Proc::spawn(
-        "upstream",
-        Command::new(BENCH).args(["upstream", "--addr", "127.0.0.1:0"]),
-        dir.path(),
-    );
-    let upstream_addr: SocketAddr = wait_for("the upstream to listen", &mut [&mut upstream], {
-        let log = dir.path().join("upstream.log");
-        move || {
-            let addr = std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.split("listening grpc=").nth(1))
-                .and_then(|a| a.trim().parse().ok());
-            async move { addr }
-        }
-    })
-    .await;
+    let (mut upstream, upstream_addr) = start_upstream(dir.path()).await;
     let (mut first, first_http) = sluice("sluice", dir.path(), grpc, &rules, &url).await;
     let config = render_template(
         "deploy/envoy/envoy-concurrency.yaml",

@@ -134,3 +134,90 @@ fn checked<'a>(p: &Pending<'a>, c: &Claim, o: &SlotOutcome, hits: u32) -> Checke
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::effective::resolve_all;
+    use crate::overrides::OverrideSet;
+    use crate::request::RequestBounds;
+    use crate::rules::Rules;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::google::protobuf::UInt64Value;
+
+    const RULES: &str = "domain: d
+descriptors:
+  - key: pool
+    concurrency: {max: 4, queue: 9, queue_timeout: 5s, lease: 60s, fair_by: tenant, weight_by: tier, weights: {pro: 3}, lease_id: request_id}
+";
+
+    fn descriptor(
+        entries: &[(&str, &str)],
+        hits: Option<u64>,
+        refund: bool,
+    ) -> RateLimitDescriptor {
+        RateLimitDescriptor {
+            entries: entries
+                .iter()
+                .map(|(k, v)| Entry {
+                    key: (*k).into(),
+                    value: (*v).into(),
+                })
+                .collect(),
+            hits_addend: hits.map(|value| UInt64Value { value }),
+            is_negative_hits: refund,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn attributes_become_flow_weight_and_lease() {
+        let domain = crate::rules::parse::parse_domain("t.yaml", RULES).expect("rules");
+        let rules = Rules::from_domains(vec![("t.yaml".into(), domain)]).expect("rules");
+        let req = RateLimitRequest {
+            domain: "d".into(),
+            descriptors: vec![
+                descriptor(
+                    &[
+                        ("pool", "gpu"),
+                        ("tier", "pro"),
+                        ("tenant", "acme"),
+                        ("request_id", "r1"),
+                    ],
+                    Some(5),
+                    false,
+                ),
+                descriptor(&[("pool", "gpu")], None, false),
+                descriptor(&[("pool", "gpu"), ("request_id", "r1")], Some(1), true),
+                descriptor(
+                    &[("pool", "gpu"), ("tenant", "x"), ("tier", "free")],
+                    Some(0),
+                    false,
+                ),
+            ],
+            hits_addend: 0,
+        };
+        let request = ValidRequest::new(&req, &RequestBounds::default()).expect("valid");
+        let (_, pending) = resolve_all(&rules, &OverrideSet::default(), 0, &request);
+        let c = claims(&pending, &request);
+        assert_eq!(c.len(), 4);
+        // One slot whatever the hits; attributes out of order still found.
+        assert_eq!(c[0].op.action, SlotAction::Acquire);
+        assert_eq!(c[0].op.lease.as_deref(), Some("r1"));
+        assert_eq!((c[0].flow.as_deref(), c[0].weight), (Some("acme"), 3));
+        assert_eq!((c[0].op.max, c[0].op.lease_ms, c[0].queue), (4, 60_000, 9));
+        assert_eq!(c[0].op.key, "d_pool_gpu_#c");
+        assert_eq!(&*c[0].op.rule, "d.pool");
+        // No attributes: no flow, weight 1, an anonymous lease, the same key.
+        assert_eq!(
+            (c[1].flow.as_deref(), c[1].weight, c[1].op.lease.as_deref()),
+            (None, 1, None)
+        );
+        assert_eq!(c[1].op.key, c[0].op.key);
+        assert_eq!(c[2].op.action, SlotAction::Release);
+        assert_eq!(c[3].op.action, SlotAction::Peek);
+        assert_eq!(c[3].weight, 1, "an unknown tier weighs 1");
+    }
+}

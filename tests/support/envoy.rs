@@ -220,6 +220,31 @@ impl Drop for Backend {
     }
 }
 
+/// Starts `sluice-bench upstream` (the slow upstream: each response as late as the request's
+/// `x-delay-ms` header says) on a kernel-chosen loopback port; the process and its address.
+pub async fn start_upstream(dir: &Path) -> (Proc, SocketAddr) {
+    let mut upstream = Proc::spawn(
+        "upstream",
+        Command::new(env!("CARGO_BIN_EXE_sluice-bench")).args([
+            "upstream",
+            "--addr",
+            "127.0.0.1:0",
+        ]),
+        dir,
+    );
+    let log = dir.join("upstream.log");
+    let addr = wait_for("the upstream to listen", &mut [&mut upstream], move || {
+        let addr = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.split("listening grpc=").nth(1))
+            .and_then(|a| a.trim().parse().ok());
+        async move { addr }
+    })
+    .await;
+    (upstream, addr)
+}
+
 /// Starts the sluice binary in the crate root (so relative paths in `args` work) with loopback
 /// listeners on kernel-chosen ports and `args`, and waits for its `listening http=` and
 /// `listening grpc=` lines (the gRPC one comes once its listener accepts calls). Returns the
