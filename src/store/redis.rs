@@ -233,7 +233,7 @@ impl RedisStore {
             .map(|s| tokio::spawn(shard::watch(Arc::clone(s))))
             .collect();
         tasks.push(tokio::spawn(Arc::clone(&fallback).sweep(LOCAL_SWEEP)));
-        let slots = RedisSlots::new(&config, shards.clone(), meter)?;
+        let slots = RedisSlots::new(&config, shards.clone(), ring.clone(), meter)?;
         Ok(RedisStore {
             slots: Arc::new(slots),
             shards,

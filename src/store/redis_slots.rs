@@ -61,8 +61,8 @@ const FIELDS: usize = 4;
 pub struct RedisSlots {
     /// The store's nodes (shared: one breaker and connection per node for counters and slots).
     shards: Vec<Arc<Shard>>,
-    /// Key → shard, built like the store's ring (a slot key lives where a counter of that
-    /// key would).
+    /// Key → shard: the store's own ring (a slot key lives where a counter of that key
+    /// would).
     ring: ShardRing,
     /// `EVALSHA` of [`SLOTS_SCRIPT`], reloaded on `NOSCRIPT`.
     script: redis::Script,
@@ -95,13 +95,14 @@ pub struct RedisSlots {
 }
 
 impl RedisSlots {
-    /// Slots over the store's `shards` (in its order), configured like the store by `config`.
+    /// Slots over the store's `shards` (in its order) and `ring`, configured like the store
+    /// by `config`.
     pub fn new(
         config: &RedisConfig,
         shards: Vec<Arc<Shard>>,
+        ring: ShardRing,
         meter: &Meter,
     ) -> Result<RedisSlots, StoreError> {
-        let ring = ShardRing::new(&shards.iter().map(|s| s.name.as_str()).collect::<Vec<_>>());
         let local_clock = config
             .clock
             .clone()

@@ -34,6 +34,7 @@ impl std::hash::Hash for Point {
 }
 
 /// Which shard owns a key.
+#[derive(Clone)]
 pub struct ShardRing {
     /// The ring of virtual nodes.
     ring: HashRing<Point>,
