@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod certs;
 pub mod envoy;
 pub mod http;
 pub mod process;
