@@ -242,6 +242,11 @@ impl Server {
             shadow_mode: settings.shadow_mode,
             headers: settings.response_headers,
             near_limit_ratio: settings.near_limit_ratio,
+            names: crate::service::response::HeaderNames::new(
+                &settings.response_header_limit,
+                &settings.response_header_remaining,
+                &settings.response_header_reset,
+            ),
         };
         let overrides = Arc::new(Overrides::new(clock).with_meter(&meter));
         let limiter = Arc::new(
