@@ -34,7 +34,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -260,13 +260,14 @@ pub async fn serve<S: Storage>(
 /// `limits.timeouts` and `limits.max_connections`, bodies to `limits.max_request_bytes`,
 /// requests to `limits.request_timeout` (408), and accept errors (EMFILE) never end or spin
 /// the loop. Connection counters are recorded in `meter`.
-pub async fn serve_router(
+pub fn serve_router(
     listener: TcpListener,
     router: Router,
     limits: Limits,
     meter: &Meter,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let conns = crate::net::ConnMetrics::new(meter, limits.max_connections);
     let app = router
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(axum::middleware::from_fn(
@@ -278,14 +279,13 @@ pub async fn serve_router(
             },
         ))
         .layer(axum::middleware::from_fn(track::axum_track));
-    let conns = crate::net::ConnMetrics::new(meter, limits.max_connections);
     let listener = GuardedListener::new(listener, limits.timeouts, conns);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<Tracker>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .into_future()
 }
 
 #[cfg(test)]

@@ -82,10 +82,7 @@ pub fn render(stats: &ProcessStats) -> String {
     let mut out = String::new();
     let mut series = |name: &str, kind: &str, help: &str, value: Option<String>| {
         if let Some(v) = value {
-            let _ = write!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n\n"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
         }
     };
     let int = |v: Option<u64>| v.map(|v| v.to_string());

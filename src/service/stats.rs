@@ -243,6 +243,37 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn call_series_start_at_zero_and_count_by_cause() {
+        let meter = Meter::prometheus();
+        let calls = CallStats::new(&meter);
+        let line = |text: &str, series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+        };
+        let total = "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}";
+        let redis = "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}";
+        let service = "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"}";
+        let text = meter.render();
+        assert_eq!(line(&text, total).as_deref(), Some("0"), "{text}");
+        assert_eq!(line(&text, redis).as_deref(), Some("0"), "{text}");
+        calls.requested();
+        calls.requested();
+        calls.responded(Duration::from_micros(300));
+        calls.failed(&ServiceError::invalid("domain", "must not be empty"));
+        calls.failed(&ServiceError::Store(StoreError::Unavailable("down".into())));
+        calls.failed(&ServiceError::Store(StoreError::Rejected("NOPERM".into())));
+        let text = meter.render();
+        assert_eq!(line(&text, total).as_deref(), Some("2"), "{text}");
+        assert_eq!(line(&text, redis).as_deref(), Some("2"), "{text}");
+        assert_eq!(line(&text, service).as_deref(), Some("1"), "{text}");
+        let count = "ratelimit_service_response_time_seconds_count{grpc_method=\"ShouldRateLimit\"}";
+        assert_eq!(line(&text, count).as_deref(), Some("1"), "{text}");
+        let bucket = "ratelimit_service_response_time_seconds_bucket{grpc_method=\"ShouldRateLimit\",le=\"0.0005\"}";
+        assert_eq!(line(&text, bucket).as_deref(), Some("1"), "seconds, latency buckets: {text}");
+    }
 
     #[test]
     fn detailed_series_are_capped_then_fold_into_the_rule() {
