@@ -69,7 +69,10 @@ const EXPECTED: &[&str] = &[
 
 /// The body's lines, sorted, after checking that every line ends with a newline.
 fn lines(body: &str) -> Vec<String> {
-    assert!(body.ends_with('\n'), "every line ends with a newline: {body:?}");
+    assert!(
+        body.ends_with('\n'),
+        "every line ends with a newline: {body:?}"
+    );
     let mut lines: Vec<String> = body.lines().map(str::to_owned).collect();
     lines.sort();
     lines
@@ -82,18 +85,53 @@ fn expected() -> Vec<String> {
 }
 
 #[tokio::test]
-async fn rlconfig_lines_are_upstreams() {
-    let s = TestServer::start(&[("t.yaml", TEST_DOMAIN), ("eg.yaml", EG_DOMAIN)], &[]).await;
-    let r = http_get(s.http, "/rlconfig", &[]).await.expect("GET /rlconfig");
+async fn rlconfig_lines_are_upstreams_on_the_debug_port_and_the_http_port() {
+    let s = TestServer::start(
+        &[("t.yaml", TEST_DOMAIN), ("eg.yaml", EG_DOMAIN)],
+        &["--debug-addr", "127.0.0.1:0"],
+    )
+    .await;
+    let debug = s.debug.expect("the debug port is bound");
+    let r = http_get(debug, "/rlconfig", &[])
+        .await
+        .expect("GET /rlconfig");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(lines(&r.body), expected(), "{r:?}");
+    let on_http = http_get(s.http, "/rlconfig", &[])
+        .await
+        .expect("GET /rlconfig");
+    assert_eq!(on_http.body, r.body, "the same text on both ports");
+    // The debug port lists its endpoints, serves the counters, and nothing of the admin API.
+    let index = http_get(debug, "/", &[]).await.expect("GET /");
+    assert!(
+        index.status == 200 && index.body.contains("/rlconfig"),
+        "{index:?}"
+    );
+    let stats = http_get(debug, "/stats", &[]).await.expect("GET /stats");
+    assert!(
+        stats.status == 200 && stats.body.contains("# TYPE "),
+        "{stats:?}"
+    );
+    for path in ["/json", "/admin/overrides", "/healthcheck"] {
+        let r = http_get(debug, path, &[]).await.expect("GET");
+        assert_eq!(r.status, 404, "{path}: {r:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn no_debug_port_unless_asked() {
+    let s = TestServer::start(&[("t.yaml", TEST_DOMAIN)], &[]).await;
+    assert_eq!((s.debug, s.prometheus), (None, None));
     s.stop().await;
 }
 
 #[tokio::test]
 async fn no_limits_no_text() {
     let s = TestServer::start(&[("e.yaml", "domain: empty\ndescriptors: []\n")], &[]).await;
-    let r = http_get(s.http, "/rlconfig", &[]).await.expect("GET /rlconfig");
+    let r = http_get(s.http, "/rlconfig", &[])
+        .await
+        .expect("GET /rlconfig");
     assert_eq!((r.status, r.body.as_str()), (200, ""), "{r:?}");
     s.stop().await;
 }

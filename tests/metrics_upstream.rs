@@ -2,7 +2,8 @@
 //! per-rule counters, `ratelimit_service_total_requests{grpc_method}`,
 //! `ratelimit_service_response_time_seconds`, `ratelimit_service_should_rate_limit_error
 //! {err_type}` (a refused request is `service_error`, a Redis failure `redis_error`) and the
-//! process series (`process_resident_memory_bytes`, …), with their HELP and TYPE lines.
+//! process series (`process_resident_memory_bytes`, …), with their HELP and TYPE lines — on
+//! the HTTP port's `/metrics` and on the metrics-only port (`--prometheus-addr`/`-path`).
 
 mod support;
 
@@ -29,7 +30,11 @@ fn must(text: &str, series: &str) -> f64 {
 }
 
 async fn scrape(s: &TestServer) -> String {
-    let r = http_get(s.http, "/metrics", &[]).await.expect("GET /metrics");
+    scrape_at(s.http, "/metrics").await
+}
+
+async fn scrape_at(addr: std::net::SocketAddr, path: &str) -> String {
+    let r = http_get(addr, path, &[]).await.expect("GET metrics");
     assert_eq!(r.status, 200, "{r:?}");
     assert!(
         r.header("content-type")
@@ -46,22 +51,34 @@ async fn upstream_series_count_requests_errors_and_the_process() {
     let before = scrape(&s).await;
     // Registered at start, at zero: rate() works from the first scrape.
     assert_eq!(
-        must(&before, "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}"),
+        must(
+            &before,
+            "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}"
+        ),
         0.0
     );
     assert_eq!(
-        must(&before, "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}"),
+        must(
+            &before,
+            "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}"
+        ),
         0.0
     );
 
     let codes: Vec<Code> = {
         let mut v = Vec::new();
         for _ in 0..5 {
-            v.push(overall(&call(&mut c, req("up", vec![desc(&[("user", "a")])])).await));
+            v.push(overall(
+                &call(&mut c, req("up", vec![desc(&[("user", "a")])])).await,
+            ));
         }
         v
     };
-    assert_eq!(codes.iter().filter(|c| **c == Code::OverLimit).count(), 2, "{codes:?}");
+    assert_eq!(
+        codes.iter().filter(|c| **c == Code::OverLimit).count(),
+        2,
+        "{codes:?}"
+    );
     // An invalid request: answered with an error, counted as upstream's service_error.
     let err = c
         .should_rate_limit(req("", vec![desc(&[("user", "a")])]))
@@ -82,16 +99,40 @@ async fn upstream_series_count_requests_errors_and_the_process() {
 
     let m = scrape(&s).await;
     let rule = "{domain=\"up\",key1=\"user\"}";
-    assert_eq!(must(&m, &format!("ratelimit_service_rate_limit_total_hits{rule}")), 5.0);
-    assert_eq!(must(&m, &format!("ratelimit_service_rate_limit_within_limit{rule}")), 3.0);
-    assert_eq!(must(&m, &format!("ratelimit_service_rate_limit_over_limit{rule}")), 2.0);
     assert_eq!(
-        must(&m, "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}"),
+        must(
+            &m,
+            &format!("ratelimit_service_rate_limit_total_hits{rule}")
+        ),
+        5.0
+    );
+    assert_eq!(
+        must(
+            &m,
+            &format!("ratelimit_service_rate_limit_within_limit{rule}")
+        ),
+        3.0
+    );
+    assert_eq!(
+        must(
+            &m,
+            &format!("ratelimit_service_rate_limit_over_limit{rule}")
+        ),
+        2.0
+    );
+    assert_eq!(
+        must(
+            &m,
+            "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}"
+        ),
         6.0,
         "5 decided + 1 refused gRPC calls"
     );
     assert_eq!(
-        must(&m, "ratelimit_service_response_time_seconds_count{grpc_method=\"ShouldRateLimit\"}"),
+        must(
+            &m,
+            "ratelimit_service_response_time_seconds_count{grpc_method=\"ShouldRateLimit\"}"
+        ),
         6.0
     );
     assert_eq!(
@@ -106,20 +147,24 @@ async fn upstream_series_count_requests_errors_and_the_process() {
         "the latency buckets:\n{m}"
     );
     assert_eq!(
-        must(&m, "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"}"),
+        must(
+            &m,
+            "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"}"
+        ),
         2.0,
         "the gRPC and the /json refusal"
     );
     assert_eq!(
-        must(&m, "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}"),
+        must(
+            &m,
+            "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}"
+        ),
         0.0
     );
 
     // The process, as every Prometheus client library names it.
     assert!(must(&m, "process_resident_memory_bytes") > 0.0, "{m}");
-    assert!(
-        must(&m, "process_virtual_memory_bytes") >= must(&m, "process_resident_memory_bytes")
-    );
+    assert!(must(&m, "process_virtual_memory_bytes") >= must(&m, "process_resident_memory_bytes"));
     assert!(must(&m, "process_open_fds") > 0.0);
     assert!(must(&m, "process_cpu_seconds_total") >= 0.0);
     let now = std::time::SystemTime::now()
@@ -138,9 +183,61 @@ async fn upstream_series_count_requests_errors_and_the_process() {
         ("ratelimit_service_should_rate_limit_error", "counter"),
         ("ratelimit_service_response_time_seconds", "histogram"),
     ] {
-        assert!(m.contains(&format!("# TYPE {name} {kind}\n")), "{name} {kind}:\n{m}");
+        assert!(
+            m.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name} {kind}:\n{m}"
+        );
     }
     assert!(m.contains("# HELP process_resident_memory_bytes "), "{m}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_serves_the_same_series_at_its_path_only() {
+    let s = TestServer::start(
+        &[("up.yaml", RULES)],
+        &[
+            "--prometheus-addr",
+            "127.0.0.1:0",
+            "--prometheus-path",
+            "/stats/prometheus",
+        ],
+    )
+    .await;
+    let port = s.prometheus.expect("the metrics port is bound");
+    let mut c = s.client().await;
+    call(&mut c, req("up", vec![desc(&[("user", "a")])])).await;
+    let m = scrape_at(port, "/stats/prometheus").await;
+    assert_eq!(
+        must(
+            &m,
+            "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        must(
+            &m,
+            "ratelimit_service_rate_limit_total_hits{domain=\"up\",key1=\"user\"}"
+        ),
+        1.0
+    );
+    assert!(must(&m, "process_resident_memory_bytes") > 0.0, "{m}");
+    // Only the scrape: other paths and the HTTP port's endpoints are not there.
+    for path in [
+        "/metrics",
+        "/healthcheck",
+        "/rlconfig",
+        "/stats/prometheus/x",
+    ] {
+        let r = http_get(port, path, &[]).await.expect("GET");
+        assert_eq!(r.status, 404, "{path}: {r:?}");
+    }
+    let post = http_request(port, "POST", "/stats/prometheus", &[], Some("{}"))
+        .await
+        .expect("POST");
+    assert_eq!(post.status, 405, "{post:?}");
     s.stop().await;
 }
 
@@ -165,16 +262,25 @@ async fn a_redis_failure_is_a_redis_error() {
     }
     let m = scrape(&s).await;
     assert_eq!(
-        must(&m, "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}"),
+        must(
+            &m,
+            "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}"
+        ),
         2.0,
         "{m}"
     );
     assert_eq!(
-        must(&m, "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"}"),
+        must(
+            &m,
+            "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"}"
+        ),
         0.0
     );
     assert_eq!(
-        must(&m, "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}"),
+        must(
+            &m,
+            "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}"
+        ),
         2.0
     );
     s.stop().await;

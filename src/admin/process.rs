@@ -82,7 +82,10 @@ pub fn render(stats: &ProcessStats) -> String {
     let mut out = String::new();
     let mut series = |name: &str, kind: &str, help: &str, value: Option<String>| {
         if let Some(v) = value {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+            );
         }
     };
     let int = |v: Option<u64>| v.map(|v| v.to_string());
@@ -217,7 +220,8 @@ mod tests {
         let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
                       Max open files            1024                 524288               files     \n";
         assert_eq!(parse_max_fds(limits), Some(1024));
-        let unlimited = "Max open files            unlimited            unlimited            files\n";
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_max_fds(unlimited), None);
         assert_eq!(
             parse_btime("cpu  1 2 3\nintr 5 6\nbtime 1767268800\nprocesses 9\n"),
@@ -235,7 +239,9 @@ mod tests {
         assert!(text.contains(
             "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes 10485760\n"
         ));
-        assert!(text.contains("# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 2.25\n"));
+        assert!(text.contains(
+            "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total 2.25\n"
+        ));
         assert!(text.contains("# HELP process_cpu_seconds_total "));
         assert!(!text.contains("process_open_fds"), "{text}");
         assert_eq!(render(&ProcessStats::default()), "");
@@ -254,6 +260,9 @@ mod tests {
             .expect("after 1970")
             .as_secs_f64();
         let started = s.start_time_seconds.expect("start time");
-        assert!(started <= now + 1.0 && started > now - 86_400.0 * 365.0, "{s:?}");
+        assert!(
+            started <= now + 1.0 && started > now - 86_400.0 * 365.0,
+            "{s:?}"
+        );
     }
 }

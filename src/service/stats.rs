@@ -269,10 +269,15 @@ mod tests {
         assert_eq!(line(&text, total).as_deref(), Some("2"), "{text}");
         assert_eq!(line(&text, redis).as_deref(), Some("2"), "{text}");
         assert_eq!(line(&text, service).as_deref(), Some("1"), "{text}");
-        let count = "ratelimit_service_response_time_seconds_count{grpc_method=\"ShouldRateLimit\"}";
+        let count =
+            "ratelimit_service_response_time_seconds_count{grpc_method=\"ShouldRateLimit\"}";
         assert_eq!(line(&text, count).as_deref(), Some("1"), "{text}");
         let bucket = "ratelimit_service_response_time_seconds_bucket{grpc_method=\"ShouldRateLimit\",le=\"0.0005\"}";
-        assert_eq!(line(&text, bucket).as_deref(), Some("1"), "seconds, latency buckets: {text}");
+        assert_eq!(
+            line(&text, bucket).as_deref(),
+            Some("1"),
+            "seconds, latency buckets: {text}"
+        );
     }
 
     #[test]
