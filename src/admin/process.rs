@@ -169,7 +169,7 @@ fn parse_stat(text: &str) -> Option<(u64, u64)> {
     Some((cpu, field(22)?))
 }
 
-/// A `kB` line of `/proc/<pid>/status`, e.g. `VmRSS:	  12345 kB`.
+/// A `kB` line of `/proc/<pid>/status`, e.g. `VmRSS:   12345 kB`.
 fn status_kib(text: &str, label: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(label))?;
     let mut words = line[label.len()..].split_whitespace();
