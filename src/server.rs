@@ -150,6 +150,11 @@ impl Server {
                 })
             })??
         };
+        // Upstream counts its first load too; the error series exists from the start at 0.
+        meter.record(|| {
+            metrics::counter!("ratelimit_service_config_load_success").increment(1);
+            metrics::counter!("ratelimit_service_config_load_error").absolute(0);
+        });
         tracing::info!(
             dir = %settings.rules_dir.display(),
             domains = rules.files().len(),
