@@ -453,7 +453,8 @@ async fn serve<S: Store>(
         source,
     })?;
     let conn_metrics = crate::net::ConnMetrics::new(meter, settings.max_connections);
-    tracing::info!(tls = tls.is_some(), "listening grpc={addr}");
+    // Tests and tools read the address from the end of this line: keep it last.
+    tracing::info!("listening grpc={addr}");
     let router = tonic::transport::Server::builder()
         // Half-open connections: a peer that stops answering PINGs is dropped.
         .http2_keepalive_interval(Some(Duration::from_millis(settings.keepalive_ms)))

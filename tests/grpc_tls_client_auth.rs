@@ -29,10 +29,20 @@ async fn only_clients_with_a_certificate_from_the_ca_are_served() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Envoy Gateway's layout: one CA signs the server's and Envoy's certificates.
     let (ca, server) = envoy_gateway_certs(dir.path());
-    let envoy = ca.leaf("envoy", "*", &["DNS:*.envoy-gateway-system"], KeyKind::RsaPkcs1);
+    let envoy = ca.leaf(
+        "envoy",
+        "*",
+        &["DNS:*.envoy-gateway-system"],
+        KeyKind::RsaPkcs1,
+    );
     let other_dir = tempfile::tempdir().expect("tempdir");
     let other_ca = Ca::new(other_dir.path(), "other", "envoy-gateway");
-    let stranger = other_ca.leaf("stranger", "*", &["DNS:*.envoy-gateway-system"], KeyKind::RsaPkcs1);
+    let stranger = other_ca.leaf(
+        "stranger",
+        "*",
+        &["DNS:*.envoy-gateway-system"],
+        KeyKind::RsaPkcs1,
+    );
     let s = start_tls(
         ServerTls {
             cert: server.cert.clone(),
@@ -85,7 +95,10 @@ async fn a_client_san_is_required_when_set() {
 
     let s = start_tls(tls("envoy.envoy-gateway-system"), &[]).await;
     let refused = connect_and_ask(endpoint(s.addr, &ca.cert, Some(&without))).await;
-    assert!(refused.is_err(), "a certificate without the SAN was accepted");
+    assert!(
+        refused.is_err(),
+        "a certificate without the SAN was accepted"
+    );
     handshake_errors_reach(&s, 1).await;
     let r = connect_and_ask(endpoint(s.addr, &ca.cert, Some(&with_dns)))
         .await
@@ -99,7 +112,10 @@ async fn a_client_san_is_required_when_set() {
     )
     .await;
     let refused = connect_and_ask(endpoint(s.addr, &ca.cert, Some(&with_dns))).await;
-    assert!(refused.is_err(), "a certificate without the URI SAN was accepted");
+    assert!(
+        refused.is_err(),
+        "a certificate without the URI SAN was accepted"
+    );
     let r = connect_and_ask(endpoint(s.addr, &ca.cert, Some(&with_uri)))
         .await
         .expect("a certificate with the URI SAN is served");

@@ -41,7 +41,10 @@ async fn silent_clients_neither_block_others_nor_stay() {
     );
     let deadline = Instant::now() + CALL_LIMIT;
     while counter(&s, "sluice_tls_handshake_errors_total") < 1 {
-        assert!(Instant::now() < deadline, "the timed-out handshake was not counted");
+        assert!(
+            Instant::now() < deadline,
+            "the timed-out handshake was not counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     s.stop().await;
@@ -55,7 +58,12 @@ async fn calls_over_tls_keep_a_connection_and_idleness_closes_it() {
     // would be closed at the first-request deadline while calls keep coming.
     let s = start_tls(
         server_tls(&leaf),
-        &["--header-read-timeout-ms", "400", "--idle-timeout-ms", "400"],
+        &[
+            "--header-read-timeout-ms",
+            "400",
+            "--idle-timeout-ms",
+            "400",
+        ],
     )
     .await;
     let channel = endpoint(s.addr, &ca.cert, None)
@@ -74,7 +82,10 @@ async fn calls_over_tls_keep_a_connection_and_idleness_closes_it() {
     );
     let deadline = Instant::now() + CALL_LIMIT;
     while counter(&s, "sluice_connections_timed_out_total") < 1 {
-        assert!(Instant::now() < deadline, "the idle TLS connection was never closed");
+        assert!(
+            Instant::now() < deadline,
+            "the idle TLS connection was never closed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.stop().await;

@@ -46,13 +46,22 @@ fn bad_files_are_named_with_what_is_wrong() {
     assert!(load(&leaf.cert, &leaf.key).is_ok(), "the good pair loads");
 
     let missing = d.join("missing.crt");
-    let e = refused(load(&missing, &leaf.key), &["TLS certificate", "missing.crt", "cannot read"]);
+    let e = refused(
+        load(&missing, &leaf.key),
+        &["TLS certificate", "missing.crt", "cannot read"],
+    );
     assert!(e.is_io(), "a missing file is retried on reload");
     refused(load(d, &leaf.key), &["not a regular file (a directory)"]);
     let huge = write(d, "huge.crt", &"A".repeat(2 * 1024 * 1024));
-    refused(load(&huge, &leaf.key), &["huge.crt", "larger than 1048576 bytes"]);
+    refused(
+        load(&huge, &leaf.key),
+        &["huge.crt", "larger than 1048576 bytes"],
+    );
     let empty = write(d, "empty.crt", "");
-    refused(load(&empty, &leaf.key), &["no CERTIFICATE block found; the file has no PEM block"]);
+    refused(
+        load(&empty, &leaf.key),
+        &["no CERTIFICATE block found; the file has no PEM block"],
+    );
     let garbage = write(
         d,
         "garbage.crt",
@@ -64,25 +73,47 @@ fn bad_files_are_named_with_what_is_wrong() {
         "notx509.crt",
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     );
-    refused(load(&not_x509, &leaf.key), &["certificate #1 is not a valid X.509"]);
+    refused(
+        load(&not_x509, &leaf.key),
+        &["certificate #1 is not a valid X.509"],
+    );
 
     // Swapped paths: the message says what the file holds instead.
     refused(
         load(&leaf.key, &leaf.cert),
-        &["TLS certificate", "tls.key", "the file has: RSA PRIVATE KEY"],
+        &[
+            "TLS certificate",
+            "tls.key",
+            "the file has: RSA PRIVATE KEY",
+        ],
     );
     refused(
         load(&leaf.cert, &leaf.cert),
-        &["TLS private key", "no private key found", "the file has: CERTIFICATE"],
+        &[
+            "TLS private key",
+            "no private key found",
+            "the file has: CERTIFICATE",
+        ],
     );
-    refused(load(&leaf.cert, &other.key), &["other.key", "does not match", "tls.crt"]);
+    refused(
+        load(&leaf.cert, &other.key),
+        &["other.key", "does not match", "tls.crt"],
+    );
 
     let encrypted = d.join("enc.key");
     openssl(
         d,
         &[
-            "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-aes256", "-pass",
-            "pass:secret", "-out", &encrypted.to_string_lossy(),
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-aes256",
+            "-pass",
+            "pass:secret",
+            "-out",
+            &encrypted.to_string_lossy(),
         ],
     );
     refused(load(&leaf.cert, &encrypted), &["enc.key", "encrypted"]);
@@ -90,15 +121,36 @@ fn bad_files_are_named_with_what_is_wrong() {
     // RSA-1024: valid PEM, valid certificate, but no TLS signer accepts it.
     let weak_key = d.join("weak.key");
     let weak_cert = d.join("weak.crt");
-    openssl(d, &["genrsa", "-traditional", "-out", &weak_key.to_string_lossy(), "1024"]);
     openssl(
         d,
         &[
-            "req", "-x509", "-new", "-key", &weak_key.to_string_lossy(), "-out",
-            &weak_cert.to_string_lossy(), "-days", "2", "-subj", "/CN=weak",
+            "genrsa",
+            "-traditional",
+            "-out",
+            &weak_key.to_string_lossy(),
+            "1024",
         ],
     );
-    refused(load(&weak_cert, &weak_key), &["weak.key", "unsupported private key"]);
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &weak_key.to_string_lossy(),
+            "-out",
+            &weak_cert.to_string_lossy(),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=weak",
+        ],
+    );
+    refused(
+        load(&weak_cert, &weak_key),
+        &["weak.key", "unsupported private key"],
+    );
 }
 
 #[test]
@@ -115,7 +167,10 @@ fn client_settings_are_checked() {
     };
     assert!(with(Some(ca.cert.clone()), Some("envoy")).is_ok());
     refused(with(None, Some("envoy")), &["needs a client CA"]);
-    refused(with(Some(ca.cert.clone()), Some("not a name")), &["\"not a name\"", "not a DNS name"]);
+    refused(
+        with(Some(ca.cert.clone()), Some("not a name")),
+        &["\"not a name\"", "not a DNS name"],
+    );
     refused(
         with(Some(leaf.key.clone()), None),
         &["TLS client CA", "no CERTIFICATE block found"],

@@ -49,7 +49,11 @@ async fn a_secret_update_reaches_new_connections_only() {
     let (new_ca, new) = authority(root.path(), "new");
     let secret = root.path().join("certs");
     std::fs::create_dir(&secret).expect("secret dir");
-    publish(&secret, "v1", &[("tls.crt", &old.cert), ("tls.key", &old.key)]);
+    publish(
+        &secret,
+        "v1",
+        &[("tls.crt", &old.cert), ("tls.key", &old.key)],
+    );
 
     let s = start_tls(
         ServerTls {
@@ -65,9 +69,16 @@ async fn a_secret_update_reaches_new_connections_only() {
         .connect()
         .await
         .expect("connect with the old CA");
-    assert_eq!(overall(&ask(open.clone()).await.expect("first call")), Code::Ok);
+    assert_eq!(
+        overall(&ask(open.clone()).await.expect("first call")),
+        Code::Ok
+    );
 
-    publish(&secret, "v2", &[("tls.crt", &new.cert), ("tls.key", &new.key)]);
+    publish(
+        &secret,
+        "v2",
+        &[("tls.crt", &new.cert), ("tls.key", &new.key)],
+    );
     let deadline = Instant::now() + CALL_LIMIT;
     loop {
         match connect_and_ask(endpoint(s.addr, &new_ca.cert, None)).await {
@@ -90,13 +101,20 @@ async fn a_secret_update_reaches_new_connections_only() {
         .expect("the open connection survives the reload");
     assert_eq!(overall(&r), Code::Ok);
     let refused = connect_and_ask(endpoint(s.addr, &old_ca.cert, None)).await;
-    assert!(refused.is_err(), "a new connection still got the old certificate");
+    assert!(
+        refused.is_err(),
+        "a new connection still got the old certificate"
+    );
     assert!(counter(&s, "sluice_tls_reloads_total{outcome=\"applied\"}") >= 1);
 
     // A broken update (a certificate without its key) is refused; the last good one stays.
     let broken = root.path().join("broken.key");
     std::fs::write(&broken, "not a key\n").expect("write broken key");
-    publish(&secret, "v3", &[("tls.crt", &old.cert), ("tls.key", &broken)]);
+    publish(
+        &secret,
+        "v3",
+        &[("tls.crt", &old.cert), ("tls.key", &broken)],
+    );
     let deadline = Instant::now() + CALL_LIMIT;
     while counter(&s, "sluice_tls_reloads_total{outcome=\"rejected\"}") < 1 {
         assert!(

@@ -27,10 +27,13 @@ pub fn server_config(spec: &ServerTls) -> Result<ServerConfig, TlsError> {
     let verifier = client_verifier(spec, &provider)?;
     let chain = read_certs(Role::Cert, &spec.cert)?;
     let key = read_key(&spec.key)?;
-    let signer = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| file_error(Role::Key, &spec.key, FileProblem::UnsupportedKey(e.to_string())))?;
+    let signer = provider.key_provider.load_private_key(key).map_err(|e| {
+        file_error(
+            Role::Key,
+            &spec.key,
+            FileProblem::UnsupportedKey(e.to_string()),
+        )
+    })?;
     let certified = CertifiedKey::new(chain, signer);
     match certified.keys_match() {
         // `Unknown`: the key cannot report its public key; the handshake will tell.
@@ -74,7 +77,11 @@ fn client_verifier(
         return Ok(WebPkiClientVerifier::no_client_auth());
     };
     // Checked before any file: a typo in a setting is reported as such.
-    let san = spec.client_san.as_deref().map(RequireSan::parse).transpose()?;
+    let san = spec
+        .client_san
+        .as_deref()
+        .map(RequireSan::parse)
+        .transpose()?;
     let mut roots = RootCertStore::empty();
     for (i, cert) in read_certs(Role::ClientCa, ca)?.into_iter().enumerate() {
         roots.add(cert).map_err(|e| {
@@ -88,9 +95,10 @@ fn client_verifier(
             )
         })?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
-        .build()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider))
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
     Ok(match san {
         Some(san) => Arc::new(san.wrap(verifier)),
         None => verifier,
@@ -127,7 +135,8 @@ fn read_certs(role: Role, path: &Path) -> Result<Vec<CertificateDer<'static>>, T
 /// The first private key of `path`: PKCS#1 RSA, PKCS#8, or SEC1 EC.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     let text = read_pem(Role::Key, path)?;
-    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED")
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        || text.contains("Proc-Type: 4,ENCRYPTED")
     {
         return Err(file_error(Role::Key, path, FileProblem::EncryptedKey));
     }

@@ -126,7 +126,9 @@ pub enum TlsError {
         problem: FileProblem,
     },
     /// The key is valid but is not the certificate's.
-    #[error("TLS private key {key} does not match the certificate {cert} (its public key differs)")]
+    #[error(
+        "TLS private key {key} does not match the certificate {cert} (its public key differs)"
+    )]
     KeyMismatch {
         /// The certificate file.
         cert: PathBuf,
