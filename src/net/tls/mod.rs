@@ -141,7 +141,7 @@ pub enum TlsError {
     /// The client SAN is not a DNS name, IP address or URI.
     #[error("TLS client SAN {0:?} is not a DNS name, an IP address or a URI")]
     BadSan(String),
-    /// rustls refused the configuration (should not happen with validated inputs).
+    /// rustls refused the configuration, or loading was cut short (should not happen).
     #[error("TLS configuration refused: {0}")]
     Config(String),
 }
@@ -190,14 +190,9 @@ impl LiveTls {
 
     /// [`LiveTls::load`] on the blocking pool.
     pub async fn load_async(spec: ServerTls) -> Result<LiveTls, TlsError> {
-        let what = spec.cert.clone();
         tokio::task::spawn_blocking(move || LiveTls::load(spec))
             .await
-            .map_err(|e| TlsError::File {
-                role: Role::Cert,
-                path: what,
-                problem: FileProblem::Unreadable(std::io::Error::other(e.to_string())),
-            })?
+            .map_err(|e| TlsError::Config(format!("loading the files failed: {e}")))?
     }
 
     /// Counts reloads in `meter`.
