@@ -169,7 +169,8 @@ impl Server {
                 addr: settings.http_addr,
                 source,
             })?;
-        Ok(Server {
+        let tls = grpc_tls(&settings)?;
+        let server = Server {
             listener,
             http,
             settings,
@@ -179,11 +180,16 @@ impl Server {
             authz,
             meter,
             grpc_tls: None,
-        })
+        };
+        match tls {
+            Some(tls) => server.with_grpc_tls(tls).await,
+            None => Ok(server),
+        }
     }
 
     /// Serves gRPC over TLS with the files of `tls`, read and validated now (on the blocking
-    /// pool); they are reloaded when they change, every `rules_poll_ms`.
+    /// pool); they are reloaded when they change, every `rules_poll_ms`. [`Server::bind`] calls
+    /// it when `grpc_tls` is set; embedders may call it themselves.
     pub async fn with_grpc_tls(mut self, tls: ServerTls) -> Result<Server, ServeError> {
         let live = LiveTls::load_async(tls).await?.with_meter(&self.meter);
         tracing::info!(
@@ -353,6 +359,28 @@ impl Server {
     }
 }
 
+/// The gRPC port's TLS files, when `grpc_tls` is on.
+fn grpc_tls(settings: &Settings) -> Result<Option<ServerTls>, ServeError> {
+    if !settings.grpc_tls {
+        if settings.grpc_tls_client_ca.is_some() || settings.grpc_tls_client_san.is_some() {
+            tracing::warn!("grpc_tls_client_ca / grpc_tls_client_san are set but grpc_tls is off: the gRPC port serves plaintext");
+        }
+        return Ok(None);
+    }
+    // Settings validation requires both; checked again so a bypass cannot serve plaintext.
+    let (Some(cert), Some(key)) = (&settings.grpc_tls_cert, &settings.grpc_tls_key) else {
+        return Err(ServeError::Tls(TlsError::Config(
+            "grpc_tls needs grpc_tls_cert and grpc_tls_key".into(),
+        )));
+    };
+    Ok(Some(ServerTls {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: settings.grpc_tls_client_ca.clone(),
+        client_san: settings.grpc_tls_client_san.clone(),
+    }))
+}
+
 /// Connects the Redis store the settings describe.
 async fn connect_redis(settings: &Settings, meter: &Meter) -> Result<RedisStore, ServeError> {
     let topology = match settings.backend {
@@ -485,7 +513,7 @@ async fn serve<S: Store>(
         .add_optional_service(authz_service.map(Tracked));
     let tls_reload = tls
         .as_ref()
-        .map(|tls| tls.spawn_reload(Duration::from_millis(settings.rules_poll_ms)));
+        .map(|tls| tls.spawn_reload(settings.rules_poll_ms));
     let serving = match tls {
         None => futures_util::future::Either::Left(router.serve_with_incoming_shutdown(
             crate::net::incoming(listener, timeouts(settings), conn_metrics),

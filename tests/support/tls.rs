@@ -2,16 +2,12 @@
 //! trust anchor and optional client certificate.
 
 use super::certs::Leaf;
-use super::{desc, req, TestServer, T0};
+use super::{desc, req, TestServer};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
-use sluice::clock::ManualClock;
 use sluice::net::tls::ServerTls;
-use sluice::server::Server;
-use sluice::settings::{self, Invocation};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
@@ -21,46 +17,26 @@ pub const RULES: &str = "domain: tls\ndescriptors:\n  - key: k\n    rate_limit:\
 /// How long a test waits for one call (connect and answer) before calling it failed.
 pub const CALL_LIMIT: Duration = Duration::from_secs(10);
 
-/// Serves [`RULES`] over TLS with `tls` and extra flags.
+/// Serves [`RULES`] over TLS with `tls` (given as the `--grpc-tls*` flags, so the settings'
+/// wiring is under test too) and extra flags.
 pub async fn start_tls(tls: ServerTls, flags: &[&str]) -> TestServer {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("tls.yaml"), RULES).expect("write rules");
-    let rules = dir.path().to_string_lossy().to_string();
-    let mut argv = vec![
-        "sluice",
-        "--rules",
-        &rules,
-        "--grpc-addr",
-        "127.0.0.1:0",
-        "--http-addr",
-        "127.0.0.1:0",
+    let path = |p: &Path| p.to_string_lossy().to_string();
+    let mut argv: Vec<String> = vec![
+        "--grpc-tls".into(),
+        "--grpc-tls-cert".into(),
+        path(&tls.cert),
+        "--grpc-tls-key".into(),
+        path(&tls.key),
     ];
-    argv.extend_from_slice(flags);
-    let settings = match settings::parse(argv, &Default::default()).expect("valid flags") {
-        Invocation::Serve(s) => *s,
-        other => panic!("not a serve invocation: {other:?}"),
-    };
-    let clock = Arc::new(ManualClock::new(T0));
-    let server = Server::bind_with_clock(settings, clock.clone())
-        .await
-        .expect("server binds")
-        .with_grpc_tls(tls)
-        .await
-        .expect("TLS files load");
-    let addr = server.grpc_addr().expect("local addr");
-    let http = server.http_addr().expect("http addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = rx.await;
-    }));
-    TestServer {
-        addr,
-        http,
-        clock,
-        rules_dir: dir,
-        shutdown: Some(tx),
-        task: Some(task),
+    if let Some(ca) = &tls.client_ca {
+        argv.extend(["--grpc-tls-client-ca".into(), path(ca)]);
     }
+    if let Some(san) = &tls.client_san {
+        argv.extend(["--grpc-tls-client-san".into(), san.clone()]);
+    }
+    argv.extend(flags.iter().map(|f| f.to_string()));
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    TestServer::start(&[("tls.yaml", RULES)], &argv).await
 }
 
 /// The server side of a [`Leaf`], without client verification.
