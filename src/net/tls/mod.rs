@@ -29,6 +29,7 @@ use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -168,6 +169,9 @@ pub struct LiveTls {
     current: ArcSwap<ServerConfig>,
     /// Where reload outcomes are counted (`sluice_tls_reloads_total`).
     meter: Meter,
+    /// The files' [`LiveTls::fingerprint`] taken just before they were first read: the
+    /// reload task starts from it, so a change between start-up and the task is not missed.
+    loaded: u64,
 }
 
 impl std::fmt::Debug for LiveTls {
@@ -180,11 +184,13 @@ impl LiveTls {
     /// Reads and validates every file of `spec`. Blocking: call it on the blocking pool (or
     /// use [`LiveTls::load_async`]).
     pub fn load(spec: ServerTls) -> Result<LiveTls, TlsError> {
+        let loaded = fingerprint(&spec);
         let config = load::server_config(&spec)?;
         Ok(LiveTls {
             spec,
             current: ArcSwap::from_pointee(config),
             meter: Meter::default(),
+            loaded,
         })
     }
 
@@ -238,26 +244,40 @@ impl LiveTls {
     /// Metadata of every file (where links point, inode, size, times): a Kubernetes Secret
     /// update swaps the `..data` link, so the followed files change inode. Blocking.
     pub fn fingerprint(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        let files = [Some(&self.spec.cert), Some(&self.spec.key)]
-            .into_iter()
-            .chain([self.spec.client_ca.as_ref()])
-            .flatten();
-        for path in files {
-            path.hash(&mut h);
-            crate::rules::read::stamp(path, &mut h);
-        }
-        h.finish()
+        fingerprint(&self.spec)
     }
 
-    /// Polls the files every `every` (and reloads on SIGHUP) until the task is aborted.
+    /// Polls the files every `every` (and reloads on SIGHUP) until the task is aborted. The
+    /// first poll compares with the files as they were loaded.
     pub fn spawn_reload(self: &Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         let probe = Arc::clone(self);
         let live = Arc::clone(self);
+        // `watch` takes its starting point from the first call.
+        let first = AtomicBool::new(true);
         watch(
             every,
-            move || Some(probe.fingerprint()),
+            move || {
+                Some(if first.swap(false, Ordering::Relaxed) {
+                    probe.loaded
+                } else {
+                    probe.fingerprint()
+                })
+            },
             move || live.reload(),
         )
     }
+}
+
+/// See [`LiveTls::fingerprint`].
+fn fingerprint(spec: &ServerTls) -> u64 {
+    let mut h = DefaultHasher::new();
+    let files = [Some(&spec.cert), Some(&spec.key)]
+        .into_iter()
+        .chain([spec.client_ca.as_ref()])
+        .flatten();
+    for path in files {
+        path.hash(&mut h);
+        crate::rules::read::stamp(path, &mut h);
+    }
+    h.finish()
 }
