@@ -17,6 +17,10 @@ impl<S: Store> RateLimitService for RlsService<S> {
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
         use tracing::Instrument;
+        // upstream's interceptor: counted once decoded, timed until answered (errors too).
+        let calls = self.0.calls();
+        calls.requested();
+        let started = std::time::Instant::now();
         let deadline = grpc_timeout(request.metadata()).map(|t| tokio::time::Instant::now() + t);
         let req = request.into_inner();
         // Debug level: free unless asked for (`--log-level sluice=debug`, or OTLP export).
@@ -25,12 +29,13 @@ impl<S: Store> RateLimitService for RlsService<S> {
             domain = %req.domain,
             descriptors = req.descriptors.len()
         );
-        match self
+        let result = self
             .0
             .should_rate_limit(&req, deadline)
             .instrument(span)
-            .await
-        {
+            .await;
+        calls.responded(started.elapsed());
+        match result {
             Ok(resp) => Ok(tonic::Response::new(resp)),
             Err(e) => {
                 tracing::debug!(domain = %req.domain, error = %e, "ShouldRateLimit failed");
