@@ -26,7 +26,8 @@
 //! - [`keys`]: every counter key, escaped so no value can forge another's, bounded in length.
 //! - [`store`]: where counters live ([`store::Store`]) and where overrides are shared
 //!   ([`store::OverrideMedium`]); [`store::memory`] is the embedded default.
-//! - [`net`]: connection deadlines (first request, idle) and accept-error handling, both ports.
+//! - [`net`]: connection deadlines (first request, idle) and accept-error handling, both ports;
+//!   TLS on the gRPC port ([`net::tls`]: certificates, client verification, reload).
 //! - [`clock`]: injectable time; [`secret`]: constant-time comparison of secrets.
 //! - [`settings`]: one table of settings → flags, `SLUICE_*` and upstream environment, settings
 //!   file; typed and validated once.

@@ -9,6 +9,7 @@ use crate::concurrency::memory::MemorySlots;
 use crate::concurrency::metrics::RoomMetrics;
 use crate::concurrency::{SlotBackend, WaitingRoom};
 use crate::meter::Meter;
+use crate::net::tls::{LiveTls, ServerTls, TlsError};
 use crate::net::track::Tracked;
 use crate::net::Timeouts;
 use crate::overrides::registry::Overrides;
@@ -74,6 +75,9 @@ pub enum ServeError {
     /// The admin token file is unreadable or too short.
     #[error("admin: {0}")]
     Admin(String),
+    /// The gRPC port's TLS files are unusable (at start; reload errors only log).
+    #[error("grpc TLS: {0}")]
+    Tls(#[from] TlsError),
     /// The transport failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -101,6 +105,8 @@ pub struct Server {
     authz: Option<Arc<Authz>>,
     /// This server's metrics (served on `/metrics`); never the process-wide recorder.
     meter: Meter,
+    /// TLS on the gRPC port, loaded and validated at start; `None` serves plaintext.
+    grpc_tls: Option<Arc<LiveTls>>,
 }
 
 impl Server {
@@ -174,7 +180,8 @@ impl Server {
             })?;
         let debug = bind_optional(settings.debug_addr).await?;
         let prometheus = bind_optional(settings.prometheus_addr).await?;
-        Ok(Server {
+        let tls = grpc_tls(&settings)?;
+        let server = Server {
             listener,
             http,
             debug,
@@ -185,7 +192,26 @@ impl Server {
             admin_token,
             authz,
             meter,
-        })
+            grpc_tls: None,
+        };
+        match tls {
+            Some(tls) => server.with_grpc_tls(tls).await,
+            None => Ok(server),
+        }
+    }
+
+    /// Serves gRPC over TLS with the files of `tls`, read and validated now (on the blocking
+    /// pool); they are reloaded when they change, every `rules_poll_ms`. [`Server::bind`] calls
+    /// it when `grpc_tls` is set; embedders may call it themselves.
+    pub async fn with_grpc_tls(mut self, tls: ServerTls) -> Result<Server, ServeError> {
+        let live = LiveTls::load_async(tls).await?.with_meter(&self.meter);
+        tracing::info!(
+            cert = %live.spec().cert.display(),
+            client_ca = ?live.spec().client_ca,
+            "gRPC TLS certificates loaded"
+        );
+        self.grpc_tls = Some(Arc::new(live));
+        Ok(self)
     }
 
     /// The address gRPC is served on.
@@ -258,6 +284,7 @@ impl Server {
             admin_token,
             authz,
             meter,
+            grpc_tls,
         } = self;
         let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.http_addr,
@@ -359,7 +386,7 @@ impl Server {
             .as_ref()
             .map(|a| a.spawn_reload(settings.rules_poll_ms));
         let result = serve(
-            listener, &settings, &meter, limiter, authz, draining, shutdown,
+            listener, grpc_tls, &settings, &meter, limiter, authz, draining, shutdown,
         )
         .await;
         if let Some(task) = authz_reloader {
@@ -388,6 +415,28 @@ impl Server {
         }
         result
     }
+}
+
+/// The gRPC port's TLS files, when `grpc_tls` is on.
+fn grpc_tls(settings: &Settings) -> Result<Option<ServerTls>, ServeError> {
+    if !settings.grpc_tls {
+        if settings.grpc_tls_client_ca.is_some() || settings.grpc_tls_client_san.is_some() {
+            tracing::warn!("grpc_tls_client_ca / grpc_tls_client_san are set but grpc_tls is off: the gRPC port serves plaintext");
+        }
+        return Ok(None);
+    }
+    // Settings validation requires both; checked again so a bypass cannot serve plaintext.
+    let (Some(cert), Some(key)) = (&settings.grpc_tls_cert, &settings.grpc_tls_key) else {
+        return Err(ServeError::Tls(TlsError::Config(
+            "grpc_tls needs grpc_tls_cert and grpc_tls_key".into(),
+        )));
+    };
+    Ok(Some(ServerTls {
+        cert: cert.clone(),
+        key: key.clone(),
+        client_ca: settings.grpc_tls_client_ca.clone(),
+        client_san: settings.grpc_tls_client_san.clone(),
+    }))
 }
 
 /// Binds an optional listener (the debug and metrics ports).
@@ -450,9 +499,12 @@ async fn connect_redis(settings: &Settings, meter: &Meter) -> Result<RedisStore,
 }
 
 /// Serves `limiter` with health and reflection until `shutdown`, then drains: NOT_SERVING
-/// (and `/healthcheck` 500), the configured delay, then no new calls.
+/// (and `/healthcheck` 500), the configured delay, then no new calls. Over TLS when `tls`
+/// is set (its files polled for changes meanwhile).
+#[allow(clippy::too_many_arguments)]
 async fn serve<S: Store>(
     listener: TcpListener,
+    tls: Option<Arc<LiveTls>>,
     settings: &Settings,
     meter: &Meter,
     limiter: Arc<RateLimiter<S>>,
@@ -507,13 +559,10 @@ async fn serve<S: Store>(
         addr: settings.grpc_addr,
         source,
     })?;
-    let incoming = crate::net::incoming(
-        listener,
-        timeouts(settings),
-        crate::net::ConnMetrics::new(meter, settings.max_connections),
-    );
+    let conn_metrics = crate::net::ConnMetrics::new(meter, settings.max_connections);
+    // Tests and tools read the address from the end of this line: keep it last.
     tracing::info!("listening grpc={addr}");
-    let serving = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         // Half-open connections: a peer that stops answering PINGs is dropped.
         .http2_keepalive_interval(Some(settings.keepalive_ms))
         .http2_keepalive_timeout(Some(settings.keepalive_timeout_ms))
@@ -530,8 +579,20 @@ async fn serve<S: Store>(
             ShouldRateLimit(Arc::new(RlsService(limiter))),
             max_request_bytes,
         )))
-        .add_optional_service(authz_service.map(Tracked))
-        .serve_with_incoming_shutdown(incoming, drain);
+        .add_optional_service(authz_service.map(Tracked));
+    let tls_reload = tls
+        .as_ref()
+        .map(|tls| tls.spawn_reload(settings.rules_poll_ms));
+    let serving = match tls {
+        None => futures_util::future::Either::Left(router.serve_with_incoming_shutdown(
+            crate::net::incoming(listener, timeouts(settings), conn_metrics),
+            drain,
+        )),
+        Some(tls) => futures_util::future::Either::Right(router.serve_with_incoming_shutdown(
+            crate::net::tls::tls_incoming(listener, timeouts(settings), conn_metrics, tls, meter),
+            drain,
+        )),
+    };
     // A client that keeps an idle connection open must not hold the process forever.
     let deadline = async {
         drain_began.notified().await;
@@ -544,6 +605,9 @@ async fn serve<S: Store>(
             Ok(())
         }
     };
+    if let Some(task) = tls_reload {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(result?)
 }

@@ -15,7 +15,11 @@
 //! Accepting never stops or spins on errors: EMFILE and friends are counted in
 //! `sluice_accept_errors_total`, logged at most once a second, and retried after a short
 //! back-off.
+//!
+//! The gRPC port may speak TLS ([`tls`]): the same guarded connections, with the handshake in
+//! a task of its own under the first-request deadline; the plain path is unchanged.
 
+pub mod tls;
 pub mod track;
 
 use crate::meter::Meter;
