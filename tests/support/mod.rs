@@ -10,6 +10,7 @@ pub mod process;
 pub mod raw_grpc;
 pub mod redis;
 pub mod slot_cases;
+pub mod xds;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
