@@ -20,17 +20,26 @@ async fn valid_configs_are_acked_and_followed() {
     let client = subscribe(config);
 
     client.wait_limit(EG_DOMAIN, Some(3)).await;
-    assert!(*client.loaded.borrow(), "loaded turns true with the first config");
+    assert!(
+        *client.loaded.borrow(),
+        "loaded turns true with the first config"
+    );
     let ack = server
         .wait_request("ACK of version 1", |r| r.is_ack() && r.version_info == "1")
         .await;
     assert_eq!(ack.node_id, EG_NODE_ID);
     let first = &server.requests()[0];
-    assert_eq!(first.version_info, "", "nothing ACKed before the first response");
+    assert_eq!(
+        first.version_info, "",
+        "nothing ACKed before the first response"
+    );
     assert_eq!(first.response_nonce, "");
     assert_eq!(first.type_url, sluice::xds::TYPE_URL);
     assert!(
-        server.requests().iter().all(|r| r.resource_names.is_empty()),
+        server
+            .requests()
+            .iter()
+            .all(|r| r.resource_names.is_empty()),
         "wildcard subscription"
     );
     assert!(
@@ -76,8 +85,13 @@ async fn invalid_configs_are_nacked_and_the_old_rules_stay() {
 
     // A unit Envoy Gateway never sends.
     server.set("2", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Unknown)]);
-    let nack = server.wait_request("NACK of version 2", |r| r.is_nack()).await;
-    assert_eq!(nack.version_info, "1", "a NACK carries the last ACKed version");
+    let nack = server
+        .wait_request("NACK of version 2", |r| r.is_nack())
+        .await;
+    assert_eq!(
+        nack.version_info, "1",
+        "a NACK carries the last ACKed version"
+    );
     assert!(!nack.response_nonce.is_empty());
     let reason = nack.error_detail.expect("reason");
     assert!(reason.contains("xds:default/eg/http"), "{reason}");
@@ -85,7 +99,10 @@ async fn invalid_configs_are_nacked_and_the_old_rules_stay() {
         reason.contains("descriptors[0].descriptors[0].descriptors[0].rate_limit.unit"),
         "{reason}"
     );
-    assert!(reason.contains("invalid rate limit unit 'UNKNOWN'"), "{reason}");
+    assert!(
+        reason.contains("invalid rate limit unit 'UNKNOWN'"),
+        "{reason}"
+    );
     assert_eq!(client.counter(ERROR), 1);
     assert!(
         std::sync::Arc::ptr_eq(&before, &client.rules.load_full()),
@@ -105,7 +122,10 @@ async fn invalid_configs_are_nacked_and_the_old_rules_stay() {
         })
         .await;
     assert_eq!(nack.version_info, "1");
-    assert!(nack.error_detail.expect("reason").contains("descriptors[1]"));
+    assert!(nack
+        .error_detail
+        .expect("reason")
+        .contains("descriptors[1]"));
     assert_eq!(client.eg_limit(EG_DOMAIN), Some(3));
 
     // A good config is taken again.

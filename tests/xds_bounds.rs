@@ -23,10 +23,17 @@ async fn an_oversize_message_is_rejected_without_harm() {
     server.set_raw("2", vec![any(&huge)]);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     while client.counter("ratelimit_service_config_load_error") < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "oversize not counted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "oversize not counted"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    assert_eq!(client.eg_limit(EG_DOMAIN), Some(3), "the rules in force stay");
+    assert_eq!(
+        client.eg_limit(EG_DOMAIN),
+        Some(3),
+        "the rules in force stay"
+    );
     // The client reconnects (as version 1) and takes the next valid config.
     server.set("3", &[eg_config(EG_DOMAIN, 5, RateLimitUnit::Hour)]);
     client.wait_limit(EG_DOMAIN, Some(5)).await;
@@ -54,7 +61,10 @@ async fn oversize_resources_and_too_many_resources_are_nacked() {
         .await;
     let reason = nack.error_detail.expect("reason");
     assert!(reason.contains("xds:resources[0]"), "{reason}");
-    assert!(reason.contains("larger than rules_max_file_bytes (2000 bytes)"), "{reason}");
+    assert!(
+        reason.contains("larger than rules_max_file_bytes (2000 bytes)"),
+        "{reason}"
+    );
 
     let three: Vec<_> = (0..3)
         .map(|i| eg_config(&format!("d{i}"), 1, RateLimitUnit::Hour))

@@ -41,10 +41,7 @@ async fn reconnects_and_resumes_from_the_last_acked_version() {
             r.stream > first_stream && r.is_ack() && r.version_info == "1"
         })
         .await;
-    assert_eq!(
-        client.counter("ratelimit_service_config_load_success"),
-        3
-    );
+    assert_eq!(client.counter("ratelimit_service_config_load_success"), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,10 @@ async fn the_same_version_resent_changes_nothing() {
         };
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
         while acks() < n {
-            assert!(tokio::time::Instant::now() < deadline, "resend {n} not ACKed");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "resend {n} not ACKed"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }

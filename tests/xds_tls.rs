@@ -7,16 +7,21 @@ mod support;
 
 use sluice::xds::proto::RateLimitUnit;
 use sluice::xds::XdsTls;
+use std::time::Duration;
 use support::certs::{envoy_gateway_certs, Ca, KeyKind};
 use support::xds::{client_config, eg_config, subscribe, XdsServer, EG_DOMAIN};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_with_envoy_gateway_certificates() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ca, server_leaf) = envoy_gateway_certs(dir.path());
     // The rate-limit pod's certificate: same CA, CN `*`, PKCS#1 key, no ExtKeyUsage.
-    let client_leaf = ca.leaf("client", "*", &["DNS:*.envoy-gateway-system"], KeyKind::RsaPkcs1);
+    let client_leaf = ca.leaf(
+        "client",
+        "*",
+        &["DNS:*.envoy-gateway-system"],
+        KeyKind::RsaPkcs1,
+    );
     let server = XdsServer::start_tls(&ca.cert, &server_leaf.cert, &server_leaf.key).await;
     server.set("1", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Hour)]);
 
@@ -49,7 +54,11 @@ async fn clients_without_a_valid_certificate_are_refused() {
 
     let cases = [
         ("no client certificate", None, "envoy-gateway"),
-        ("a certificate from another CA", Some(&foreign), "envoy-gateway"),
+        (
+            "a certificate from another CA",
+            Some(&foreign),
+            "envoy-gateway",
+        ),
         ("the wrong server name", Some(&good), "not-envoy-gateway"),
     ];
     for (what, leaf, san) in cases {
@@ -65,10 +74,16 @@ async fn clients_without_a_valid_certificate_are_refused() {
         // Let it try (and fail) at least twice: the refusal is not a one-off.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         while server.handshake_failures() < failures + 2 {
-            assert!(tokio::time::Instant::now() < deadline, "{what}: no refused handshake");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: no refused handshake"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(server.requests().is_empty(), "{what}: a request got through");
+        assert!(
+            server.requests().is_empty(),
+            "{what}: a request got through"
+        );
         assert!(!*client.loaded.borrow(), "{what}: loaded a config");
         assert_eq!(client.eg_limit(EG_DOMAIN), None, "{what}");
     }

@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn a_composite_key_defined_twice_is_still_an_error() {
         for (twice, key) in [
-            ("  - key: k1\n    rate_limit: {unit: day, requests_per_unit: 5}\n", "d.k1"),
+            (
+                "  - key: k1\n    rate_limit: {unit: day, requests_per_unit: 5}\n",
+                "d.k1",
+            ),
             ("  - key: w\n    value: 'a*'\n", "d.w_a*"),
         ] {
             let c = format!("domain: d\ndescriptors:\n{twice}");

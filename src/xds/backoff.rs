@@ -39,7 +39,10 @@ impl Backoff {
     /// The next delay to wait.
     pub fn next_delay(&mut self) -> Duration {
         self.draws = self.draws.wrapping_add(1);
-        let delay = self.current.mul_f64(0.5 + unit_random(self.draws)).min(self.max);
+        let delay = self
+            .current
+            .mul_f64(0.5 + unit_random(self.draws))
+            .min(self.max);
         self.current = self.current.saturating_mul(2).min(self.max);
         delay
     }
@@ -70,7 +73,10 @@ mod tests {
         for base in bases {
             let d = b.next_delay();
             assert!(d >= ms(base / 2), "{d:?} below half of {base} ms");
-            assert!(d < ms(base * 3 / 2).min(ms(1001)), "{d:?} for base {base} ms");
+            assert!(
+                d < ms(base * 3 / 2).min(ms(1001)),
+                "{d:?} for base {base} ms"
+            );
         }
         b.reset();
         assert!(b.next_delay() < ms(150));
@@ -80,7 +86,9 @@ mod tests {
     fn delays_are_not_all_equal() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..20 {
-            seen.insert(Backoff::new(Duration::from_secs(10), Duration::from_secs(60)).next_delay());
+            seen.insert(
+                Backoff::new(Duration::from_secs(10), Duration::from_secs(60)).next_delay(),
+            );
         }
         assert!(seen.len() > 1, "jitter must vary");
     }

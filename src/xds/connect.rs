@@ -76,7 +76,8 @@ impl Target {
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
         let uri = format!("{scheme}://{rest}");
-        let endpoint = Endpoint::from_shared(uri.clone()).map_err(|_| bad("not a valid host:port"))?;
+        let endpoint =
+            Endpoint::from_shared(uri.clone()).map_err(|_| bad("not a valid host:port"))?;
         if endpoint.uri().port_u16().is_none() {
             return Err(bad("a port is required (host:port)"));
         }

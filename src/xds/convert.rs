@@ -175,7 +175,10 @@ fn policy_value(p: &RateLimitPolicy) -> Value {
         Err(_) => p.unit.to_string(),
     };
     m.insert("unit".into(), unit.into());
-    m.insert("requests_per_unit".into(), u64::from(p.requests_per_unit).into());
+    m.insert(
+        "requests_per_unit".into(),
+        u64::from(p.requests_per_unit).into(),
+    );
     if p.unlimited {
         m.insert("unlimited".into(), true.into());
     }

@@ -73,7 +73,10 @@ fn an_envoy_gateway_resource_becomes_its_domain() {
     }
     assert_eq!(
         rules.files(),
-        &[("xds:default/eg/http".to_owned(), "default/eg/http".to_owned())]
+        &[(
+            "xds:default/eg/http".to_owned(),
+            "default/eg/http".to_owned()
+        )]
     );
 }
 
@@ -182,7 +185,10 @@ fn file_validation_applies() {
     config.descriptors.push(dup);
     let err = one(&config).expect_err("duplicate key");
     assert_eq!(err.path, "descriptors[1]");
-    assert!(err.reason.contains("duplicate descriptor composite key"), "{err}");
+    assert!(
+        err.reason.contains("duplicate descriptor composite key"),
+        "{err}"
+    );
     // Empty key, empty domain, empty replaces name.
     let err = one(&RateLimitConfig {
         name: "n".into(),
@@ -226,7 +232,10 @@ fn two_resources_of_one_domain_merge_only_when_asked() {
     let rules = to_rules(&[any(&a), any(&b)], &merge).expect("merged");
     assert_eq!(rules.describe().len(), 2);
     let err = to_rules(&[any(&a), any(&a)], &merge).expect_err("same key twice");
-    assert!(err.reason.contains("duplicate descriptor composite key"), "{err}");
+    assert!(
+        err.reason.contains("duplicate descriptor composite key"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -234,9 +243,14 @@ fn bounds_and_garbage_are_rejected_with_the_resource_named() {
     let big = eg_domain(&"x".repeat(20_000), 1);
     let err = one(&big).expect_err("too big");
     assert_eq!(err.file, "xds:resources[0]");
-    assert!(err.reason.contains("larger than rules_max_file_bytes"), "{err}");
+    assert!(
+        err.reason.contains("larger than rules_max_file_bytes"),
+        "{err}"
+    );
 
-    let many: Vec<Any> = (0..11).map(|i| any(&eg_domain(&format!("d{i}"), 1))).collect();
+    let many: Vec<Any> = (0..11)
+        .map(|i| any(&eg_domain(&format!("d{i}"), 1)))
+        .collect();
     let err = to_rules(&many, &BOUNDS).expect_err("too many");
     assert!(err.reason.contains("11 resources"), "{err}");
 

@@ -217,7 +217,9 @@ impl XdsServer {
     /// Listens again on the same port, with the snapshot it had.
     pub async fn restart(&mut self) {
         self.stop().await;
-        let listener = TcpListener::bind(self.addr).await.expect("re-bind the same port");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("re-bind the same port");
         self.serve(listener);
     }
 }
@@ -250,7 +252,7 @@ async fn serve(
     let accept = tokio::spawn(async move {
         loop {
             let tcp = tokio::select! {
-                _ = until.wait_for(|s| *s) => return,
+                _ = stopped_now(&mut until) => return,
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, _)) => tcp,
                     Err(_) => continue,
@@ -275,6 +277,11 @@ async fn serve(
         .await;
     accept.abort();
     let _ = accept.await;
+}
+
+/// Completes when `stopped` turns true (the guard `wait_for` returns is not `Send`).
+async fn stopped_now(stopped: &mut watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 /// The ADS service.
@@ -343,7 +350,7 @@ async fn stream(
     let mut subscribed = false;
     loop {
         let push = tokio::select! {
-            _ = stopped.wait_for(|s| *s) => {
+            _ = stopped_now(&mut stopped) => {
                 let _ = tx.send(Err(Status::unavailable("xds server stopping"))).await;
                 return;
             }
@@ -405,10 +412,12 @@ pub fn server_tls(ca: &Path, cert: &Path, key: &Path) -> Arc<rustls::ServerConfi
     for c in CertificateDer::pem_slice_iter(&ca_pem) {
         roots.add(c.expect("ca pem")).expect("add ca");
     }
-    let verifier =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .build()
-            .expect("client verifier");
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .expect("client verifier");
     let cert_pem = std::fs::read(cert).expect("read cert");
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .map(|c| c.expect("cert pem"))
