@@ -30,7 +30,8 @@
 //!   ([`store::OverrideMedium`]); [`store::memory`] is the embedded default.
 //! - [`net`]: connection deadlines (first request, idle) and accept-error handling, both ports.
 //! - [`clock`]: injectable time; [`secret`]: constant-time comparison of secrets.
-//! - [`settings`]: flags, `SLUICE_*` environment and settings file, validated once.
+//! - [`settings`]: one table of settings → flags, `SLUICE_*` and upstream environment, settings
+//!   file; typed and validated once.
 //! - [`telemetry`]: logs, spans, optional OTLP export; [`meter`]: each server's own metrics.
 
 #![forbid(unsafe_code)]

@@ -110,6 +110,9 @@ impl Server {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> Result<Server, ServeError> {
+        for note in &settings.upstream_notes {
+            tracing::warn!("{note}");
+        }
         let admin_token = settings
             .admin_token()
             .map_err(|e| ServeError::Admin(e.to_string()))?;
@@ -119,12 +122,10 @@ impl Server {
             let dir = settings.rules_dir.clone();
             let authz_meter = meter.clone();
             let cap = settings.rules_max_file_bytes;
-            let authz_files = (!settings.authz_keys.is_empty()).then(|| {
-                (
-                    PathBuf::from(&settings.authz_config),
-                    PathBuf::from(&settings.authz_keys),
-                )
-            });
+            let authz_files = settings
+                .authz_config
+                .clone()
+                .zip(settings.authz_keys.clone());
             tokio::task::spawn_blocking(move || -> Result<_, RuleError> {
                 let rules =
                     Rules::load_dir_capped(&dir, cap).map_err(LoadError::into_rule_error)?;
@@ -198,7 +199,7 @@ impl Server {
                         .all_or_nothing(settings.atomic_admission)
                         .with_meter(&self.meter),
                 );
-                let sweeper = store.spawn_sweeper(Duration::from_secs(settings.memory_sweep_secs));
+                let sweeper = store.spawn_sweeper(settings.memory_sweep_secs);
                 let slots = Arc::new(MemorySlots::new(
                     Arc::clone(&self.clock),
                     settings.memory_max_keys,
@@ -259,12 +260,15 @@ impl Server {
             .with_room(WaitingRoom::new(
                 slots,
                 // A wait ends before the server's own call timeout cuts the call.
-                Duration::from_millis(settings.request_timeout_ms.saturating_sub(100).max(1)),
+                settings
+                    .request_timeout_ms
+                    .saturating_sub(Duration::from_millis(100))
+                    .max(Duration::from_millis(1)),
                 RoomMetrics::new(meter.clone()),
             )),
         );
         let room_tasks = limiter.room().spawn_tasks();
-        let sync = overrides.spawn_sync(store, Duration::from_millis(settings.overrides_poll_ms));
+        let sync = overrides.spawn_sync(store, settings.overrides_poll_ms);
         let auth = Auth::new(admin_token, http_addr);
         if auth == Auth::Disabled {
             tracing::warn!(
@@ -285,7 +289,7 @@ impl Server {
             crate::admin::Limits {
                 timeouts: timeouts(&settings),
                 max_request_bytes: settings.max_request_bytes,
-                request_timeout: Duration::from_millis(settings.request_timeout_ms),
+                request_timeout: settings.request_timeout_ms,
                 max_connections: settings.max_connections,
             },
             async move {
@@ -299,10 +303,10 @@ impl Server {
             settings.rules_max_file_bytes,
         )
         .with_meter(&meter)
-        .spawn(Duration::from_millis(settings.rules_poll_ms));
+        .spawn(settings.rules_poll_ms);
         let authz_reloader = authz
             .as_ref()
-            .map(|a| a.spawn_reload(Duration::from_millis(settings.rules_poll_ms)));
+            .map(|a| a.spawn_reload(settings.rules_poll_ms));
         let result = serve(
             listener, &settings, &meter, limiter, authz, draining, shutdown,
         )
@@ -337,21 +341,27 @@ async fn connect_redis(settings: &Settings, meter: &Meter) -> Result<RedisStore,
         },
         _ => Topology::Shards,
     };
-    let tls_ca = match settings.redis_tls_ca_file.as_str() {
-        "" => None,
-        path => Some(
-            std::fs::read(path)
-                .map_err(|e| ServeError::Store(format!("redis_tls_ca_file {path}: {e}")))?,
-        ),
+    let read = |name: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, ServeError> {
+        path.as_ref()
+            .map(|p| {
+                crate::rules::read::read_capped(p, 1 << 20)
+                    .map(String::into_bytes)
+                    .map_err(|e| ServeError::Store(format!("{name} {}: {e}", p.display())))
+            })
+            .transpose()
     };
+    let tls_ca = read("redis_tls_ca_file", &settings.redis_tls_ca_file)?;
+    let tls_client = read("redis_tls_client_cert", &settings.redis_tls_client_cert)?.zip(read(
+        "redis_tls_client_key",
+        &settings.redis_tls_client_key,
+    )?);
     let config = RedisConfig {
         nodes: settings.redis_node_list(),
         topology,
         tls_ca,
+        tls_client,
         key_prefix: settings.redis_key_prefix.clone(),
-        timeout: settings
-            .redis_timeout()
-            .map_err(|e| ServeError::Store(e.to_string()))?,
+        timeout: settings.redis_timeout,
         clock: None,
         atomic: settings.atomic_admission,
         local_max_keys: settings.memory_max_keys,
@@ -360,8 +370,8 @@ async fn connect_redis(settings: &Settings, meter: &Meter) -> Result<RedisStore,
             replicas: settings.fallback_replicas,
             breaker: BreakerConfig {
                 failures: settings.breaker_failures,
-                open_for: Duration::from_millis(settings.breaker_open_ms),
-                max_open_for: Duration::from_millis(settings.breaker_max_open_ms),
+                open_for: settings.breaker_open_ms,
+                max_open_for: settings.breaker_max_open_ms,
             },
         },
     };
@@ -409,7 +419,7 @@ async fn serve<S: Store>(
         .build_v1alpha()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
 
-    let delay = Duration::from_millis(settings.shutdown_delay_ms);
+    let delay = settings.shutdown_delay_ms;
     let drain_began = Arc::new(tokio::sync::Notify::new());
     let began = Arc::clone(&drain_began);
     let drain = async move {
@@ -436,14 +446,14 @@ async fn serve<S: Store>(
     tracing::info!("listening grpc={addr}");
     let serving = tonic::transport::Server::builder()
         // Half-open connections: a peer that stops answering PINGs is dropped.
-        .http2_keepalive_interval(Some(Duration::from_millis(settings.keepalive_ms)))
-        .http2_keepalive_timeout(Some(Duration::from_millis(settings.keepalive_timeout_ms)))
+        .http2_keepalive_interval(Some(settings.keepalive_ms))
+        .http2_keepalive_timeout(Some(settings.keepalive_timeout_ms))
         // Envoy multiplexes a few streams per connection and opens another when it reaches
         // the peer's limit; a client cannot park unbounded streams (each may buffer up to
         // max_request_bytes) on one connection.
         .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         // A request stalled mid-body (or a handler stuck) ends: its stream and buffers go.
-        .timeout(Duration::from_millis(settings.request_timeout_ms))
+        .timeout(settings.request_timeout_ms)
         .add_service(Tracked(health))
         .add_service(Tracked(reflection_v1))
         .add_service(Tracked(reflection_v1alpha))
@@ -472,8 +482,8 @@ async fn serve<S: Store>(
 /// The connection deadlines both ports enforce.
 pub fn timeouts(settings: &Settings) -> Timeouts {
     Timeouts {
-        header_read: Duration::from_millis(settings.header_read_timeout_ms),
-        idle: Duration::from_millis(settings.idle_timeout_ms),
+        header_read: settings.header_read_timeout_ms,
+        idle: settings.idle_timeout_ms,
     }
 }
 

@@ -45,8 +45,8 @@ pub fn init(settings: &Settings) -> Result<Telemetry, String> {
     #[cfg(feature = "otlp")]
     let mut provider = None;
     #[cfg(feature = "otlp")]
-    if !settings.otlp_endpoint.is_empty() {
-        let (layer, p) = otlp::layer(&settings.otlp_endpoint)?;
+    if let Some(endpoint) = &settings.otlp_endpoint {
+        let (layer, p) = otlp::layer(endpoint)?;
         layers.push(layer);
         provider = Some(p);
     }

@@ -43,6 +43,7 @@ async fn a_slow_call_on_a_healthy_node_is_neither_a_failure_nor_charged_twice() 
         nodes: vec![node.url()],
         topology: Topology::Shards,
         tls_ca: None,
+        tls_client: None,
         key_prefix: String::new(),
         timeout: Duration::from_millis(1),
         atomic: false,

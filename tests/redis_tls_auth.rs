@@ -151,6 +151,7 @@ fn config(url: String, ca: &Path) -> RedisConfig {
         nodes: vec![url],
         topology: Topology::Shards,
         tls_ca: Some(std::fs::read(ca).expect("ca.crt")),
+        tls_client: None,
         key_prefix: String::new(),
         timeout: Duration::from_secs(2),
         atomic: false,
@@ -204,6 +205,7 @@ async fn tls_with_password() {
 
     let untrusted = RedisStore::connect(RedisConfig {
         tls_ca: None,
+        tls_client: None,
         ..config(url, &ca)
     })
     .await;

@@ -156,6 +156,7 @@ async fn run_case(case: &Case, nodes: &[RedisServer], n: usize) -> Result<(usize
         nodes: nodes[..shards].iter().map(RedisServer::url).collect(),
         topology: Topology::Shards,
         tls_ca: None,
+        tls_client: None,
         key_prefix: format!("eq{n}:"),
         timeout: Duration::from_secs(2),
         clock: Some(clock.clone()),

@@ -28,6 +28,7 @@ async fn redis(nodes: &[&RedisServer], clock: &Arc<ManualClock>, atomic: bool) -
         nodes: nodes.iter().map(|n| n.url()).collect(),
         topology: Topology::Shards,
         tls_ca: None,
+        tls_client: None,
         key_prefix: "x:".into(),
         timeout: Duration::from_secs(2),
         clock: Some(clock.clone()),

@@ -58,6 +58,8 @@ pub struct RedisConfig {
     pub topology: Topology,
     /// PEM CA certificate(s) to trust for `rediss://` instead of the system roots.
     pub tls_ca: Option<Vec<u8>>,
+    /// PEM client certificate chain and key for `rediss://` servers that verify clients.
+    pub tls_client: Option<(Vec<u8>, Vec<u8>)>,
     /// Prepended to every counter key (share a Redis between deployments).
     pub key_prefix: String,
     /// Deadline of one script call (and of connecting).
@@ -74,6 +76,17 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// The TLS material, borrowed.
+    pub fn tls(&self) -> redis_conn::TlsPem<'_> {
+        redis_conn::TlsPem {
+            ca: self.tls_ca.as_deref(),
+            client: self
+                .tls_client
+                .as_ref()
+                .map(|(c, k)| (c.as_slice(), k.as_slice())),
+        }
+    }
+
     /// Independent shards at `nodes` with the service's defaults: no TLS CA, no key prefix,
     /// a 10 ms deadline, upstream's admission, Redis `TIME`, the local fallback with default
     /// breaker thresholds, 1 000 000 local counters. Change fields with struct update syntax.
@@ -82,6 +95,7 @@ impl RedisConfig {
             nodes,
             topology: Topology::Shards,
             tls_ca: None,
+            tls_client: None,
             key_prefix: String::new(),
             timeout: Duration::from_millis(10),
             atomic: false,
@@ -195,15 +209,13 @@ impl RedisStore {
         match &config.topology {
             Topology::Shards => {
                 for url in &config.nodes {
-                    let (name, conn) =
-                        redis_conn::node(url, config.timeout, config.tls_ca.as_deref()).await?;
+                    let (name, conn) = redis_conn::node(url, config.timeout, config.tls()).await?;
                     shards.push(shard(name, conn, &config, meter));
                 }
             }
             Topology::Cluster => {
                 let (name, conn) =
-                    redis_conn::cluster(&config.nodes, config.timeout, config.tls_ca.as_deref())
-                        .await?;
+                    redis_conn::cluster(&config.nodes, config.timeout, config.tls()).await?;
                 shards.push(shard(name, conn, &config, meter));
             }
             Topology::Sentinel { master } => {

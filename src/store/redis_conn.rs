@@ -105,20 +105,34 @@ fn tls_ready() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// `root_cert` as redis-rs wants it, if a CA file was given.
-fn certificates(ca: Option<&[u8]>) -> Option<redis::TlsCertificates> {
-    ca.map(|pem| redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem.to_vec()),
+/// PEM material for `rediss://`: a CA replacing the system roots, a client certificate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsPem<'a> {
+    /// CA certificate(s) trusted instead of the system roots.
+    pub ca: Option<&'a [u8]>,
+    /// Client certificate chain and key, for servers that verify clients.
+    pub client: Option<(&'a [u8], &'a [u8])>,
+}
+
+/// The certificates as redis-rs wants them, if any were given.
+fn certificates(tls: TlsPem<'_>) -> Option<redis::TlsCertificates> {
+    if tls.ca.is_none() && tls.client.is_none() {
+        return None;
+    }
+    Some(redis::TlsCertificates {
+        client_tls: tls.client.map(|(cert, key)| redis::ClientTlsConfig {
+            client_cert: cert.to_vec(),
+            client_key: key.to_vec(),
+        }),
+        root_cert: tls.ca.map(<[u8]>::to_vec),
     })
 }
 
-/// A client for the node at `url` (no connection yet); `ca` (PEM) replaces the system roots
-/// for `rediss://`.
-pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, StoreError> {
+/// A client for the node at `url` (no connection yet), with `tls` for `rediss://`.
+pub fn client(url: &str, tls: TlsPem<'_>) -> Result<redis::Client, StoreError> {
     tls_ready();
     let bad = |e: redis::RedisError| StoreError::Unavailable(format!("bad Redis URL: {e}"));
-    match certificates(ca) {
+    match certificates(tls) {
         Some(certs) if url.starts_with("rediss://") => {
             redis::Client::build_with_tls(url, certs).map_err(bad)
         }
@@ -126,14 +140,13 @@ pub fn client(url: &str, ca: Option<&[u8]>) -> Result<redis::Client, StoreError>
     }
 }
 
-/// Connects to one node: `(name, connection)`. `ca` (PEM) replaces the system roots for
-/// `rediss://`.
+/// Connects to one node: `(name, connection)`, with `tls` for `rediss://`.
 pub async fn node(
     url: &str,
     timeout: Duration,
-    ca: Option<&[u8]>,
+    tls: TlsPem<'_>,
 ) -> Result<(String, Conn), StoreError> {
-    let client = client(url, ca)?;
+    let client = client(url, tls)?;
     let name = client.get_connection_info().addr().to_string();
     let conn = within(
         timeout,
@@ -148,14 +161,14 @@ pub async fn node(
 pub async fn cluster(
     seeds: &[String],
     timeout: Duration,
-    ca: Option<&[u8]>,
+    tls: TlsPem<'_>,
 ) -> Result<(String, Conn), StoreError> {
     tls_ready();
     let name = format!("cluster({})", seeds.join(","));
     let mut builder = redis::cluster::ClusterClient::builder(seeds.to_vec())
         .connection_timeout(timeout.max(Duration::from_millis(100)))
         .response_timeout(health_deadline(timeout));
-    if let Some(certs) = certificates(ca) {
+    if let Some(certs) = certificates(tls) {
         builder = builder.certs(certs);
     }
     let client = builder

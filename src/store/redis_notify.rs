@@ -55,7 +55,7 @@ pub enum Source {
 /// Where to listen for `config`'s deployment: every node, any cluster node, or the
 /// sentinels' primary.
 pub fn sources(config: &RedisConfig) -> Result<Vec<Source>, StoreError> {
-    let ca = config.tls_ca.as_deref();
+    let ca = config.tls();
     Ok(match &config.topology {
         Topology::Shards => config
             .nodes
