@@ -12,11 +12,11 @@ use crate::meter::Meter;
 use crate::net::track::Tracked;
 use crate::net::Timeouts;
 use crate::overrides::registry::Overrides;
-use crate::rules::{LoadError, RuleError, Rules};
+use crate::rules::{LoadError, LoadOptions, RuleError, Rules};
 use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
 use crate::service::strict::{Check, ShouldRateLimit, StrictServer};
-use crate::settings::{Backend, Settings};
+use crate::settings::{Backend, ConfigType, Settings};
 use crate::store::fallback::BreakerConfig;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{FallbackConfig, RedisConfig, RedisStore};
@@ -77,6 +77,26 @@ pub enum ServeError {
     /// The transport failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The xDS settings are unusable (URL, headers, TLS files).
+    #[error("{0}")]
+    Xds(#[from] crate::xds::XdsError),
+    /// The xDS client ended before the first config arrived (a bug: it retries forever).
+    #[error("the xDS client stopped before the first config arrived")]
+    XdsStopped,
+}
+
+/// The running xDS client, when rules come from xDS; aborted when dropped.
+struct XdsSource {
+    /// The client task (it retries forever; only abort ends it).
+    task: tokio::task::JoinHandle<()>,
+    /// `true` once a config has been applied; ShouldRateLimit answers UNKNOWN until then.
+    loaded: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Drop for XdsSource {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A bound, not yet serving, sluice.
@@ -97,6 +117,9 @@ pub struct Server {
     authz: Option<Arc<Authz>>,
     /// This server's metrics (served on `/metrics`); never the process-wide recorder.
     meter: Meter,
+    /// The xDS client publishing into `rules` (`config_type = grpc_xds_sotw`); `None`: the
+    /// rule directory, reloaded by polling.
+    xds: Option<XdsSource>,
 }
 
 impl Server {
@@ -118,17 +141,26 @@ impl Server {
             .map_err(|e| ServeError::Admin(e.to_string()))?;
         // Read and parsed on the blocking pool: a slow disk or a big file never holds a worker.
         let meter = Meter::prometheus();
+        let from_xds = settings.config_type == ConfigType::GrpcXdsSotw;
         let (rules, authz) = {
             let dir = settings.rules_dir.clone();
             let authz_meter = meter.clone();
             let cap = settings.rules_max_file_bytes;
+            let options = LoadOptions {
+                max_file_bytes: cap,
+                merge_domains: settings.merge_domain_config,
+            };
             let authz_files = settings
                 .authz_config
                 .clone()
                 .zip(settings.authz_keys.clone());
             tokio::task::spawn_blocking(move || -> Result<_, RuleError> {
-                let rules =
-                    Rules::load_dir_capped(&dir, cap).map_err(LoadError::into_rule_error)?;
+                // With xDS the directory is neither read nor polled: rules start empty.
+                let rules = if from_xds {
+                    Rules::default()
+                } else {
+                    Rules::load_dir_with(&dir, options).map_err(LoadError::into_rule_error)?
+                };
                 let authz = match authz_files {
                     None => None,
                     Some((config, keys)) => Some(Arc::new(
@@ -146,11 +178,17 @@ impl Server {
                 })
             })??
         };
-        tracing::info!(
-            dir = %settings.rules_dir.display(),
-            domains = rules.files().len(),
-            "rules loaded"
-        );
+        let rules = Arc::new(ArcSwap::from_pointee(rules));
+        let xds = if from_xds {
+            Some(start_xds(&settings, &rules, &meter).await?)
+        } else {
+            tracing::info!(
+                dir = %settings.rules_dir.display(),
+                domains = rules.load().files().len(),
+                "rules loaded"
+            );
+            None
+        };
         let listener = TcpListener::bind(settings.grpc_addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -167,11 +205,12 @@ impl Server {
             listener,
             http,
             settings,
-            rules: Arc::new(ArcSwap::from_pointee(rules)),
+            rules,
             clock,
             admin_token,
             authz,
             meter,
+            xds,
         })
     }
 
@@ -233,6 +272,7 @@ impl Server {
             admin_token,
             authz,
             meter,
+            xds,
         } = self;
         let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.http_addr,
@@ -297,24 +337,31 @@ impl Server {
             },
         ));
         tracing::info!("listening http={http_addr}");
-        let reloader = crate::rules::reload::Reloader::new(
-            &settings.rules_dir,
-            rules,
-            settings.rules_max_file_bytes,
-        )
-        .with_meter(&meter)
-        .spawn(settings.rules_poll_ms);
+        let reloader = xds.is_none().then(|| {
+            crate::rules::reload::Reloader::new(
+                &settings.rules_dir,
+                rules,
+                settings.rules_max_file_bytes,
+            )
+            .with_meter(&meter)
+            .with_merge_domains(settings.merge_domain_config)
+            .spawn(settings.rules_poll_ms)
+        });
+        let mut rls = RlsService::new(Arc::clone(&limiter));
+        if let Some(source) = &xds {
+            rls = rls.until_loaded(source.loaded.clone());
+        }
         let authz_reloader = authz
             .as_ref()
             .map(|a| a.spawn_reload(settings.rules_poll_ms));
-        let result = serve(
-            listener, &settings, &meter, limiter, authz, draining, shutdown,
-        )
-        .await;
+        let result = serve(listener, &settings, &meter, rls, authz, draining, shutdown).await;
         if let Some(task) = authz_reloader {
             task.abort();
         }
-        reloader.abort();
+        if let Some(task) = reloader {
+            task.abort();
+        }
+        drop(xds);
         sync.abort();
         for task in room_tasks {
             task.abort();
@@ -329,6 +376,64 @@ impl Server {
             _ => {}
         }
         result
+    }
+}
+
+/// Starts the xDS client publishing into `rules`; unless `force_start_without_initial_config`,
+/// waits for its first config (nothing is bound or served meanwhile, as upstream).
+async fn start_xds(
+    settings: &Settings,
+    rules: &Arc<ArcSwap<Rules>>,
+    meter: &Meter,
+) -> Result<XdsSource, ServeError> {
+    let (tx, mut loaded) = tokio::sync::watch::channel(false);
+    let task = crate::xds::spawn(xds_config(settings), Arc::clone(rules), tx, meter.clone())?;
+    let source = XdsSource {
+        task,
+        loaded: loaded.clone(),
+    };
+    if settings.force_start_without_initial_config {
+        tracing::info!(
+            server = %settings.xds_server_url,
+            "rules come from xDS; serving before the first config (ShouldRateLimit answers UNKNOWN until it arrives)"
+        );
+    } else {
+        tracing::info!(
+            server = %settings.xds_server_url,
+            "rules come from xDS; waiting for the first config before serving"
+        );
+        if loaded.wait_for(|l| *l).await.is_err() {
+            return Err(ServeError::XdsStopped);
+        }
+        tracing::info!(
+            domains = rules.load().files().len(),
+            "first xDS config loaded"
+        );
+    }
+    Ok(source)
+}
+
+/// The xDS client's configuration from the settings.
+fn xds_config(settings: &Settings) -> crate::xds::XdsConfig {
+    let tls = settings.xds_use_tls.then(|| crate::xds::XdsTls {
+        cert: settings.xds_client_tls_cert.clone(),
+        key: settings.xds_client_tls_key.clone(),
+        ca: settings.xds_server_tls_ca.clone(),
+        san: settings.xds_server_tls_san.clone(),
+    });
+    crate::xds::XdsConfig {
+        node_metadata: settings.xds_node_metadata.clone(),
+        headers: settings.xds_headers.clone(),
+        tls,
+        backoff_initial: settings.xds_backoff_initial,
+        backoff_max: settings.xds_backoff_max,
+        max_message_bytes: settings.xds_max_message_bytes,
+        max_resource_bytes: settings.rules_max_file_bytes,
+        merge_domains: settings.merge_domain_config,
+        ..crate::xds::XdsConfig::new(
+            settings.xds_server_url.clone(),
+            settings.xds_node_id.clone(),
+        )
     }
 }
 
@@ -386,7 +491,7 @@ async fn serve<S: Store>(
     listener: TcpListener,
     settings: &Settings,
     meter: &Meter,
-    limiter: Arc<RateLimiter<S>>,
+    rls: RlsService<S>,
     authz: Option<Arc<Authz>>,
     draining: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -405,7 +510,7 @@ async fn serve<S: Store>(
     let authz_service = authz.map(|authz| {
         StrictServer::new(
             Check(Arc::new(AuthzService {
-                limiter: Arc::clone(&limiter),
+                limiter: Arc::clone(rls.limiter()),
                 authz,
             })),
             max_request_bytes,
@@ -458,7 +563,7 @@ async fn serve<S: Store>(
         .add_service(Tracked(reflection_v1))
         .add_service(Tracked(reflection_v1alpha))
         .add_service(Tracked(StrictServer::new(
-            ShouldRateLimit(Arc::new(RlsService(limiter))),
+            ShouldRateLimit(Arc::new(rls)),
             max_request_bytes,
         )))
         .add_optional_service(authz_service.map(Tracked))

@@ -20,6 +20,10 @@ pub enum ServiceError {
     /// A bug: parts of sluice disagreed (never caused by input).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Rules come from xDS and none has been applied yet (started with
+    /// `force_start_without_initial_config`): upstream answers gRPC `UNKNOWN` with this text.
+    #[error("no rate limit configuration loaded")]
+    NoConfig,
 }
 
 impl From<crate::request::InvalidRequest> for ServiceError {
@@ -54,7 +58,7 @@ impl ServiceError {
             ServiceError::InvalidArgument { .. } => 400,
             ServiceError::Store(StoreError::Rejected(_)) => 500,
             ServiceError::Store(StoreError::Unavailable(_)) => 503,
-            ServiceError::Internal(_) => 500,
+            ServiceError::Internal(_) | ServiceError::NoConfig => 500,
         }
     }
 }
@@ -68,6 +72,7 @@ impl From<ServiceError> for tonic::Status {
                 tonic::Status::unavailable(e.to_string())
             }
             ServiceError::Internal(_) => tonic::Status::internal(e.to_string()),
+            ServiceError::NoConfig => tonic::Status::unknown(e.to_string()),
         }
     }
 }
