@@ -22,6 +22,7 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::{FallbackConfig, RedisConfig, RedisStore};
 use crate::store::redis_conn::Topology;
 use crate::store::{Storage, Store};
+use crate::xds::source::XdsSource;
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,26 +78,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
-    /// The xDS settings are unusable (URL, headers, TLS files).
+    /// The xDS client cannot start (settings) or ended before the first config.
     #[error("{0}")]
     Xds(#[from] crate::xds::XdsError),
-    /// The xDS client ended before the first config arrived (a bug: it retries forever).
-    #[error("the xDS client stopped before the first config arrived")]
-    XdsStopped,
-}
-
-/// The running xDS client, when rules come from xDS; aborted when dropped.
-struct XdsSource {
-    /// The client task (it retries forever; only abort ends it).
-    task: tokio::task::JoinHandle<()>,
-    /// `true` once a config has been applied; ShouldRateLimit answers UNKNOWN until then.
-    loaded: tokio::sync::watch::Receiver<bool>,
-}
-
-impl Drop for XdsSource {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// A bound, not yet serving, sluice.
@@ -180,7 +164,7 @@ impl Server {
         };
         let rules = Arc::new(ArcSwap::from_pointee(rules));
         let xds = if from_xds {
-            Some(start_xds(&settings, &rules, &meter).await?)
+            Some(XdsSource::start(&settings, &rules, &meter).await?)
         } else {
             tracing::info!(
                 dir = %settings.rules_dir.display(),
@@ -349,7 +333,7 @@ impl Server {
         });
         let mut rls = RlsService::new(Arc::clone(&limiter));
         if let Some(source) = &xds {
-            rls = rls.until_loaded(source.loaded.clone());
+            rls = rls.until_loaded(source.loaded());
         }
         let authz_reloader = authz
             .as_ref()
@@ -376,64 +360,6 @@ impl Server {
             _ => {}
         }
         result
-    }
-}
-
-/// Starts the xDS client publishing into `rules`; unless `force_start_without_initial_config`,
-/// waits for its first config (nothing is bound or served meanwhile, as upstream).
-async fn start_xds(
-    settings: &Settings,
-    rules: &Arc<ArcSwap<Rules>>,
-    meter: &Meter,
-) -> Result<XdsSource, ServeError> {
-    let (tx, mut loaded) = tokio::sync::watch::channel(false);
-    let task = crate::xds::spawn(xds_config(settings), Arc::clone(rules), tx, meter.clone())?;
-    let source = XdsSource {
-        task,
-        loaded: loaded.clone(),
-    };
-    if settings.force_start_without_initial_config {
-        tracing::info!(
-            server = %settings.xds_server_url,
-            "rules come from xDS; serving before the first config (ShouldRateLimit answers UNKNOWN until it arrives)"
-        );
-    } else {
-        tracing::info!(
-            server = %settings.xds_server_url,
-            "rules come from xDS; waiting for the first config before serving"
-        );
-        if loaded.wait_for(|l| *l).await.is_err() {
-            return Err(ServeError::XdsStopped);
-        }
-        tracing::info!(
-            domains = rules.load().files().len(),
-            "first xDS config loaded"
-        );
-    }
-    Ok(source)
-}
-
-/// The xDS client's configuration from the settings.
-fn xds_config(settings: &Settings) -> crate::xds::XdsConfig {
-    let tls = settings.xds_use_tls.then(|| crate::xds::XdsTls {
-        cert: settings.xds_client_tls_cert.clone(),
-        key: settings.xds_client_tls_key.clone(),
-        ca: settings.xds_server_tls_ca.clone(),
-        san: settings.xds_server_tls_san.clone(),
-    });
-    crate::xds::XdsConfig {
-        node_metadata: settings.xds_node_metadata.clone(),
-        headers: settings.xds_headers.clone(),
-        tls,
-        backoff_initial: settings.xds_backoff_initial,
-        backoff_max: settings.xds_backoff_max,
-        max_message_bytes: settings.xds_max_message_bytes,
-        max_resource_bytes: settings.rules_max_file_bytes,
-        merge_domains: settings.merge_domain_config,
-        ..crate::xds::XdsConfig::new(
-            settings.xds_server_url.clone(),
-            settings.xds_node_id.clone(),
-        )
     }
 }
 

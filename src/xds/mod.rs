@@ -5,6 +5,7 @@
 //! - [`convert`]: resources → [`Rules`], through the rule-file validation.
 //! - [`client`]: the ADS stream: ACK/NACK, atomic swaps, reconnects.
 //! - [`connect`]: the endpoint and (m)TLS; [`backoff`]: delays with jitter.
+//! - [`source`]: the client as the server runs it (settings, waiting for the first config).
 //!
 //! Behaviour, in short (`docs/xds.md` has it in full): every response replaces all domains
 //! atomically after validation and is ACKed; an invalid one is NACKed with the reason while the
@@ -17,6 +18,7 @@ pub mod client;
 mod connect;
 pub mod convert;
 pub mod proto;
+pub mod source;
 
 use crate::meter::Meter;
 use crate::rules::Rules;
@@ -115,6 +117,9 @@ pub enum XdsError {
     /// The TLS settings are inconsistent.
     #[error("xds TLS: {0}")]
     Tls(String),
+    /// The client task ended before the first config arrived (a bug: it retries forever).
+    #[error("the xDS client stopped before the first config arrived")]
+    Stopped,
 }
 
 /// Starts the client: it dials `config.server_url` and keeps the stream up until the task is
