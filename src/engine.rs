@@ -19,7 +19,7 @@ use crate::request::{RequestBounds, ValidRequest};
 use crate::rules::Rules;
 use crate::service::error::ServiceError;
 use crate::service::response::{respond, HeaderMode, ResponseOptions};
-use crate::service::stats::Stats;
+use crate::service::stats::{CallStats, Stats};
 use crate::store::Store;
 use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
@@ -45,6 +45,8 @@ pub struct RateLimiter<S> {
     stats: Stats,
     /// `sluice_request_duration_seconds`: the handle is cached (no registry lookup per call).
     latency: metrics::Histogram,
+    /// upstream's call-level series (requests, response time, errors).
+    calls: CallStats,
     /// Concurrency slots and their waiting room.
     room: Arc<WaitingRoom>,
 }
@@ -127,6 +129,7 @@ impl<S: Store> RateLimiter<S> {
             bounds: RequestBounds::default(),
             stats: Stats::new(options.near_limit_ratio, Meter::default()),
             latency: metrics::Histogram::noop(),
+            calls: CallStats::default(),
             room: WaitingRoom::new(
                 Arc::new(MemorySlots::new(Arc::new(SystemClock), 1_000_000)),
                 Duration::from_secs(30),
@@ -150,7 +153,13 @@ impl<S: Store> RateLimiter<S> {
     pub fn with_meter(mut self, meter: &Meter) -> Self {
         self.stats = Stats::new(self.options.near_limit_ratio, meter.clone());
         self.latency = meter.record(|| metrics::histogram!("sluice_request_duration_seconds"));
+        self.calls = CallStats::new(meter);
         self
+    }
+
+    /// upstream's call-level series, for the gRPC adapter.
+    pub fn calls(&self) -> &CallStats {
+        &self.calls
     }
 
     /// Uses `bounds` for every request instead of the defaults.
@@ -184,7 +193,7 @@ impl<S: Store> RateLimiter<S> {
         self.bounds
     }
 
-    /// Decides one request.
+    /// Decides one request (gRPC ShouldRateLimit and `/json`; failures are counted).
     pub async fn should_rate_limit(
         &self,
         req: &RateLimitRequest,
@@ -193,6 +202,7 @@ impl<S: Store> RateLimiter<S> {
         self.run(req, deadline, self.options.headers, false)
             .await
             .map(|d| d.response)
+            .inspect_err(|e| self.calls.failed(e))
     }
 
     /// Decides one request with the given rate-limit header mode, and reports, per

@@ -89,6 +89,10 @@ pub struct Server {
     listener: TcpListener,
     /// The bound HTTP admin listener.
     http: TcpListener,
+    /// The debug listener (`/rlconfig`, `/stats`), when `debug_addr` is set.
+    debug: Option<TcpListener>,
+    /// The metrics-only listener, when `prometheus_addr` is set.
+    prometheus: Option<TcpListener>,
     /// Settings it runs with.
     settings: Settings,
     /// Loaded rules, shared with the limiter (reload swaps them).
@@ -185,9 +189,13 @@ impl Server {
                 addr: settings.http_addr,
                 source,
             })?;
+        let debug = bind_optional(settings.debug_addr).await?;
+        let prometheus = bind_optional(settings.prometheus_addr).await?;
         Ok(Server {
             listener,
             http,
+            debug,
+            prometheus,
             settings,
             rules,
             clock,
@@ -206,6 +214,16 @@ impl Server {
     /// The address of the HTTP admin port.
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.http.local_addr()
+    }
+
+    /// The address of the debug port, if one is bound.
+    pub fn debug_addr(&self) -> Option<SocketAddr> {
+        self.debug.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The address of the metrics-only port, if one is bound.
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then reports NOT_SERVING, waits the configured
@@ -250,6 +268,8 @@ impl Server {
         let Server {
             listener,
             http,
+            debug,
+            prometheus,
             settings,
             rules,
             clock,
@@ -266,6 +286,11 @@ impl Server {
             shadow_mode: settings.shadow_mode,
             headers: settings.response_headers,
             near_limit_ratio: settings.near_limit_ratio,
+            names: crate::service::response::HeaderNames::new(
+                &settings.response_header_limit,
+                &settings.response_header_remaining,
+                &settings.response_header_reset,
+            ),
         };
         let overrides = Arc::new(Overrides::new(clock).with_meter(&meter));
         let limiter = Arc::new(
@@ -300,27 +325,49 @@ impl Server {
             );
         }
         let draining = Arc::new(AtomicBool::new(false));
-        let (stop_admin, mut admin_stopped) = tokio::sync::watch::channel(false);
-        let state = AdminState {
+        let (stop_admin, admin_stopped) = tokio::sync::watch::channel(false);
+        let state = Arc::new(AdminState {
             limiter: Arc::clone(&limiter),
             auth,
             draining: Arc::clone(&draining),
             meter: meter.clone(),
+        });
+        // The HTTP port, and the debug and metrics ports when bound: same hygiene, same stop.
+        let limits = crate::admin::Limits {
+            timeouts: timeouts(&settings),
+            max_request_bytes: settings.max_request_bytes,
+            request_timeout: settings.request_timeout_ms,
+            max_connections: settings.max_connections,
         };
-        let admin = tokio::spawn(crate::admin::serve(
+        let port = |name: &'static str, listener: TcpListener, router: axum::Router| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("listening {name}={addr}");
+            }
+            let mut stopped = admin_stopped.clone();
+            let stop = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let serving = crate::admin::serve_router(listener, router, limits, &meter, stop);
+            (name, tokio::spawn(serving))
+        };
+        let mut ports = vec![port(
+            "http",
             http,
-            state,
-            crate::admin::Limits {
-                timeouts: timeouts(&settings),
-                max_request_bytes: settings.max_request_bytes,
-                request_timeout: settings.request_timeout_ms,
-                max_connections: settings.max_connections,
-            },
-            async move {
-                let _ = admin_stopped.wait_for(|stop| *stop).await;
-            },
-        ));
-        tracing::info!("listening http={http_addr}");
+            crate::admin::admin_router(Arc::clone(&state)),
+        )];
+        if let Some(l) = debug {
+            ports.push(port(
+                "debug",
+                l,
+                crate::admin::debug_router(Arc::clone(&state)),
+            ));
+        }
+        if let Some(l) = prometheus {
+            let router =
+                crate::admin::metrics_router(Arc::clone(&state), &settings.prometheus_path);
+            ports.push(port("metrics", l, router));
+        }
+        // With xDS the rule directory is neither read nor polled.
         let reloader = xds.is_none().then(|| {
             crate::rules::reload::Reloader::new(
                 &settings.rules_dir,
@@ -352,14 +399,32 @@ impl Server {
         }
         let _ = stop_admin.send(true);
         // Like gRPC: an idle keep-alive connection must not hold the process.
-        match tokio::time::timeout(DRAIN_LIMIT, admin).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "admin server stopped with an error"),
-            Err(_) => {
-                tracing::warn!("admin connections still open after {DRAIN_LIMIT:?}; closing them")
+        let drained = tokio::time::timeout(DRAIN_LIMIT, async {
+            for (name, task) in ports.iter_mut() {
+                if let Ok(Err(e)) = task.await {
+                    tracing::warn!(error = %e, "{name} server stopped with an error");
+                }
             }
-            _ => {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("HTTP connections still open after {DRAIN_LIMIT:?}; closing them");
+            for (_, task) in &ports {
+                task.abort();
+            }
         }
         result
+    }
+}
+
+/// Binds an optional listener (the debug and metrics ports).
+async fn bind_optional(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, ServeError> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|source| ServeError::Bind { addr, source }),
     }
 }
 

@@ -30,3 +30,8 @@ fn upstream_doc_matches_the_table() {
 fn readme_summary_matches_the_table() {
     check("README.md", "upstream-summary", &docs::upstream_summary());
 }
+
+#[test]
+fn readme_settings_match_the_table() {
+    check("README.md", "settings", &docs::readme_settings());
+}

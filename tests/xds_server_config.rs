@@ -78,6 +78,19 @@ async fn should_rate_limit_follows_pushed_configs() {
     xds.wait_request("NACK of version 3", |r| r.is_nack()).await;
     let kept = call(&mut client, eg_request()).await;
     assert_eq!(summary(&kept)[0].2, Some(50));
+    // Loads are counted in the server's own metrics.
+    let metrics = http_get(sluice.http, "/metrics", &[])
+        .await
+        .expect("GET /metrics");
+    for line in [
+        "ratelimit_service_config_load_success 2",
+        "ratelimit_service_config_load_error 1",
+    ] {
+        assert!(
+            metrics.body.lines().any(|l| l == line),
+            "{line}: {metrics:?}"
+        );
+    }
     sluice.stop().await;
 }
 
@@ -92,6 +105,11 @@ async fn force_start_answers_unknown_until_the_first_config() {
         .expect_err("no config yet");
     assert_eq!(status.code(), tonic::Code::Unknown);
     assert_eq!(status.message(), "no rate limit configuration loaded");
+    let metrics = http_get(sluice.http, "/metrics", &[])
+        .await
+        .expect("GET /metrics");
+    let line = "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"} 1";
+    assert!(metrics.body.lines().any(|l| l == line), "{metrics:?}");
 
     // An empty config is a config: the answer becomes "no limit" rather than an error.
     xds.set("1", &[]);

@@ -208,9 +208,8 @@ pub async fn rlconfig<S: Store>(State(st): Admin<S>) -> String {
             o.reason
         ));
     }
-    let mut text = lines.join("\n");
-    text.push('\n');
-    text
+    // Upstream's dump: every line ends with a newline; no limits, no text.
+    lines.iter().map(|l| format!("{l}\n")).collect()
 }
 
 /// A target in stats-key style: `api.tenant` (rule) or `api.tenant_acme` (descriptor).

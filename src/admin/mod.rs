@@ -2,16 +2,26 @@
 //!
 //! - `/healthcheck`: `OK`, or 500 once shutdown has begun (load balancers stop first).
 //! - `/rlconfig`: the loaded rules, one line per limit, then the active runtime overrides.
-//! - `/metrics`: Prometheus.
+//! - `/metrics`: Prometheus ([`prometheus`]: this server's registry and the [`process`] series).
 //! - `/json`: upstream's protojson `RateLimitRequest` → `RateLimitResponse` ([`json`]).
 //! - `/admin/overrides`, `/admin/usage`, `/admin/reset`: the authenticated admin API
 //!   ([`control`]): runtime overrides, a descriptor's usage, counter resets.
 //!
-//! Metrics are recorded anywhere with the `metrics` crate macros; the recorder is installed once
-//! per process and rendered here.
+//! Two more listeners serve parts of it, as upstream's ports do: the metrics port
+//! ([`metrics_router`], `PROMETHEUS_ADDR`) and the debug port ([`debug_router`], `DEBUG_PORT`:
+//! `/rlconfig`, `/stats`). All three share [`serve_router`]'s connection hygiene.
+//!
+//! Metrics are recorded anywhere with the `metrics` crate macros into the server's
+//! [`Meter`] (never a process-wide recorder) and rendered here.
 
 pub mod control;
+pub mod debug;
 pub mod json;
+pub mod process;
+pub mod prometheus;
+
+pub use debug::debug_router;
+pub use prometheus::metrics_router;
 
 use crate::meter::Meter;
 use crate::net::track::{self, Tracker};
@@ -24,7 +34,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -196,21 +206,10 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` completes. Connections are held
-/// to `limits.timeouts`, bodies to `limits.max_request_bytes`, and accept errors (EMFILE)
-/// never end or spin the loop.
-pub async fn serve<S: Storage>(
-    listener: TcpListener,
-    state: AdminState<S>,
-    limits: Limits,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let meter = state.meter.clone();
-    let meter_for_conns = state.meter.clone();
-    let state = Arc::new(state);
+/// The HTTP port's routes: `/healthcheck`, `/rlconfig`, `/metrics`, `/json`, `/admin/*`.
+pub fn admin_router<S: Storage>(state: Arc<AdminState<S>>) -> Router {
     let draining = Arc::clone(&state.draining);
-    let store = Arc::clone(state.limiter.store());
-    let app = Router::new()
+    Router::new()
         .route(
             "/healthcheck",
             get(move || {
@@ -225,17 +224,7 @@ pub async fn serve<S: Storage>(
             }),
         )
         .route("/rlconfig", get(control::rlconfig::<S>))
-        .route(
-            "/metrics",
-            get(move || {
-                // Fresh at every scrape, not only at the last sweep.
-                if let Some(n) = store.live_keys() {
-                    meter.record(|| metrics::gauge!("sluice_memory_store_keys").set(n as f64));
-                }
-                let text = meter.render();
-                async move { text }
-            }),
-        )
+        .route("/metrics", get(prometheus::handler::<S>))
         .route("/json", post(json::handle::<S>))
         .route(
             "/admin/overrides",
@@ -246,6 +235,40 @@ pub async fn serve<S: Storage>(
         .route("/admin/usage", post(control::usage::<S>))
         .route("/admin/reset", post(control::reset::<S>))
         .with_state(state)
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` completes (see [`serve_router`]).
+pub async fn serve<S: Storage>(
+    listener: TcpListener,
+    state: AdminState<S>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let meter = state.meter.clone();
+    serve_router(
+        listener,
+        admin_router(Arc::new(state)),
+        limits,
+        &meter,
+        shutdown,
+    )
+    .await
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, with the HTTP port's hygiene —
+/// the HTTP, metrics and debug ports all go through here: connections are held to
+/// `limits.timeouts` and `limits.max_connections`, bodies to `limits.max_request_bytes`,
+/// requests to `limits.request_timeout` (408), and accept errors (EMFILE) never end or spin
+/// the loop. Connection counters are recorded in `meter`.
+pub fn serve_router(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    meter: &Meter,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> impl Future<Output = std::io::Result<()>> + Send + 'static {
+    let conns = crate::net::ConnMetrics::new(meter, limits.max_connections);
+    let app = router
         .layer(DefaultBodyLimit::max(limits.max_request_bytes))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| async move {
@@ -256,14 +279,13 @@ pub async fn serve<S: Storage>(
             },
         ))
         .layer(axum::middleware::from_fn(track::axum_track));
-    let conns = crate::net::ConnMetrics::new(&meter_for_conns, limits.max_connections);
     let listener = GuardedListener::new(listener, limits.timeouts, conns);
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<Tracker>(),
     )
     .with_graceful_shutdown(shutdown)
-    .await
+    .into_future()
 }
 
 #[cfg(test)]

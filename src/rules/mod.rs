@@ -215,7 +215,9 @@ impl Rules {
 
     /// One line per limit, upstream's `/rlconfig` format:
     /// `<stats key>: unit=<UNIT> requests_per_unit=<n>, shadow_mode: <b>, quota_mode: <b>`,
-    /// plus `, algorithm: <a>` for limits that do not count with the fixed window; sorted.
+    /// plus `, algorithm: <a>` for limits that do not count with the fixed window (and a
+    /// `concurrency …` line per concurrency rule); an unlimited rule prints as upstream's,
+    /// `unit=UNKNOWN requests_per_unit=0`; sorted.
     pub fn describe(&self) -> Vec<String> {
         fn walk(level: &model::Level, out: &mut Vec<String>) {
             for node in level.nodes() {
@@ -228,9 +230,11 @@ impl Rules {
                 }
                 match &node.policy {
                     model::Policy::None => {}
-                    model::Policy::Unlimited { .. } => {
-                        out.push(format!("{}: unlimited, {flags}", node.stats_key));
-                    }
+                    // upstream keeps an unlimited limit with unit UNKNOWN and prints it so.
+                    model::Policy::Unlimited { .. } => out.push(format!(
+                        "{}: unit=UNKNOWN requests_per_unit=0, {flags}",
+                        node.stats_key
+                    )),
                     model::Policy::Limited(limits) => {
                         for l in limits {
                             let mut line = format!(

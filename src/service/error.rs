@@ -26,6 +26,26 @@ pub enum ServiceError {
     NoConfig,
 }
 
+/// upstream's `err_type` label of a failed ShouldRateLimit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrType {
+    /// `redis_error`: the counter store failed (only Redis can).
+    Redis,
+    /// `service_error`: a request refused as invalid (upstream counts its request checks —
+    /// empty domain or descriptors — there), or a bug.
+    Service,
+}
+
+impl ErrType {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrType::Redis => "redis_error",
+            ErrType::Service => "service_error",
+        }
+    }
+}
+
 impl From<crate::request::InvalidRequest> for ServiceError {
     fn from(e: crate::request::InvalidRequest) -> ServiceError {
         ServiceError::InvalidArgument {
@@ -52,6 +72,16 @@ impl ServiceError {
 }
 
 impl ServiceError {
+    /// How upstream counts this failure in `ratelimit_service_should_rate_limit_error`.
+    pub fn err_type(&self) -> ErrType {
+        match self {
+            ServiceError::Store(_) => ErrType::Redis,
+            ServiceError::InvalidArgument { .. }
+            | ServiceError::Internal(_)
+            | ServiceError::NoConfig => ErrType::Service,
+        }
+    }
+
     /// The HTTP status of this error on the HTTP port (`/json`, `/admin/*`).
     pub fn http_status(&self) -> u16 {
         match self {

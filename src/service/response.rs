@@ -50,6 +50,8 @@ pub struct ResponseOptions {
     pub headers: HeaderMode,
     /// `near_limit` counts hits above `floor(limit × ratio)`.
     pub near_limit_ratio: f64,
+    /// Names of upstream's three headers (`LIMIT_*_HEADER`).
+    pub names: HeaderNames,
 }
 
 impl Default for ResponseOptions {
@@ -58,6 +60,48 @@ impl Default for ResponseOptions {
             shadow_mode: false,
             headers: HeaderMode::Off,
             near_limit_ratio: 0.8,
+            names: HeaderNames::default(),
+        }
+    }
+}
+
+/// The names of the `ratelimit`-mode headers: `'static` so that options stay `Copy` on the hot
+/// path (a server leaks its three configured names once, only when they are not the defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderNames {
+    /// The limit header (`RateLimit-Limit`).
+    pub limit: &'static str,
+    /// The remaining header (`RateLimit-Remaining`).
+    pub remaining: &'static str,
+    /// The reset header (`RateLimit-Reset`).
+    pub reset: &'static str,
+}
+
+impl Default for HeaderNames {
+    fn default() -> Self {
+        HeaderNames {
+            limit: "RateLimit-Limit",
+            remaining: "RateLimit-Remaining",
+            reset: "RateLimit-Reset",
+        }
+    }
+}
+
+impl HeaderNames {
+    /// Names from settings; the defaults cost nothing, others are leaked once per server.
+    pub fn new(limit: &str, remaining: &str, reset: &str) -> HeaderNames {
+        let d = HeaderNames::default();
+        let keep = |given: &str, default: &'static str| -> &'static str {
+            if given == default {
+                default
+            } else {
+                Box::leak(given.to_owned().into_boxed_str())
+            }
+        };
+        HeaderNames {
+            limit: keep(limit, d.limit),
+            remaining: keep(remaining, d.remaining),
+            reset: keep(reset, d.reset),
         }
     }
 }
@@ -88,7 +132,7 @@ pub fn respond(decided: &[Decided<'_>], opts: ResponseOptions) -> RateLimitRespo
     let over = any_hard_over || (quota_total > 0 && quota_over == quota_total);
     let mut headers = Vec::new();
     if opts.headers != HeaderMode::Off {
-        headers = rate_limit_headers(decided, &answers, opts.headers);
+        headers = rate_limit_headers(decided, &answers, opts.headers, opts.names);
         if over && !opts.shadow_mode {
             let retry = answers
                 .iter()
@@ -190,6 +234,7 @@ fn rate_limit_headers(
     decided: &[Decided<'_>],
     answers: &[Answer<'_, '_>],
     mode: HeaderMode,
+    names: HeaderNames,
 ) -> Vec<HeaderValue> {
     let mut out = Vec::new();
     if matches!(mode, HeaderMode::Ratelimit | HeaderMode::All) {
@@ -204,16 +249,13 @@ fn rate_limit_headers(
             });
         if let Some((d, _)) = nearest {
             if let (Some(limit), Some(c)) = (&d.status.current_limit, d.binding) {
+                out.push(header(names.limit, limit.requests_per_unit.to_string()));
                 out.push(header(
-                    "RateLimit-Limit",
-                    limit.requests_per_unit.to_string(),
-                ));
-                out.push(header(
-                    "RateLimit-Remaining",
+                    names.remaining,
                     d.status.limit_remaining.to_string(),
                 ));
                 out.push(header(
-                    "RateLimit-Reset",
+                    names.reset,
                     c.outcome.reset_after.as_secs().max(1).to_string(),
                 ));
             }

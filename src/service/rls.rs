@@ -64,8 +64,16 @@ impl<S: Store> RateLimitService for RlsService<S> {
         request: tonic::Request<RateLimitRequest>,
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
         use tracing::Instrument;
+        // upstream's interceptor: counted once decoded, timed until answered (errors too).
+        let calls = self.limiter.calls();
+        calls.requested();
+        let started = std::time::Instant::now();
         if !self.config_loaded() {
-            return Err(ServiceError::NoConfig.into());
+            // Upstream counts it as a service error.
+            let e = ServiceError::NoConfig;
+            calls.failed(&e);
+            calls.responded(started.elapsed());
+            return Err(e.into());
         }
         let deadline = grpc_timeout(request.metadata()).map(|t| tokio::time::Instant::now() + t);
         let req = request.into_inner();
@@ -75,12 +83,13 @@ impl<S: Store> RateLimitService for RlsService<S> {
             domain = %req.domain,
             descriptors = req.descriptors.len()
         );
-        match self
+        let result = self
             .limiter
             .should_rate_limit(&req, deadline)
             .instrument(span)
-            .await
-        {
+            .await;
+        calls.responded(started.elapsed());
+        match result {
             Ok(resp) => Ok(tonic::Response::new(resp)),
             Err(e) => {
                 tracing::debug!(domain = %req.domain, error = %e, "ShouldRateLimit failed");

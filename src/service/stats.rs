@@ -5,15 +5,108 @@
 //! Labels come from the rule's stats key (`domain.key1_value.key2`), never from runtime values
 //! unless the rule asks (`detailed_metric`), so cardinality is bounded by the rule files.
 //! Counter handles are cached per stats key: the hot path takes a read lock and a map lookup.
+//!
+//! [`CallStats`]: upstream's call-level series — `ratelimit_service_total_requests`,
+//! `ratelimit_service_response_time_seconds` and `ratelimit_service_should_rate_limit_error`.
 
 use crate::keys::detailed_stats_key;
 use crate::limiter::plan::Decided;
 use crate::meter::Meter;
 use crate::request::ValidRequest;
+use crate::service::error::{ErrType, ServiceError};
 use hashbrown::HashMap;
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use parking_lot::RwLock;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The gRPC method label upstream's interceptor gives its series (the method's short name).
+const SHOULD_RATE_LIMIT: &str = "ShouldRateLimit";
+
+/// upstream's call-level series, under the names its Prometheus mapper gives them. Handles are
+/// registered once (all at zero, so `rate()` works from the first scrape); calls only add.
+#[derive(Clone)]
+pub struct CallStats {
+    /// `ratelimit_service_total_requests{grpc_method="ShouldRateLimit"}`: gRPC calls that
+    /// reached the handler (upstream's interceptor runs after decoding; `/json` is not a gRPC
+    /// call and is not counted).
+    total_requests: Counter,
+    /// `ratelimit_service_response_time_seconds{grpc_method="ShouldRateLimit"}`: the
+    /// handler's time, errors included, in seconds (Envoy Gateway's mapper drops upstream's
+    /// millisecond scale).
+    response_time: Histogram,
+    /// `ratelimit_service_should_rate_limit_error{err_type="redis_error"}`: calls (gRPC and
+    /// `/json`) the counter store failed.
+    redis_error: Counter,
+    /// `…{err_type="service_error"}`: calls refused as invalid (empty domain, …).
+    service_error: Counter,
+}
+
+impl Default for CallStats {
+    /// Records nowhere (a limiter built without a meter).
+    fn default() -> CallStats {
+        CallStats {
+            total_requests: Counter::noop(),
+            response_time: Histogram::noop(),
+            redis_error: Counter::noop(),
+            service_error: Counter::noop(),
+        }
+    }
+}
+
+impl CallStats {
+    /// The series, registered in `meter`.
+    pub fn new(meter: &Meter) -> CallStats {
+        meter.record(|| {
+            metrics::describe_counter!(
+                "ratelimit_service_total_requests",
+                "gRPC calls received, by method."
+            );
+            metrics::describe_histogram!(
+                "ratelimit_service_response_time_seconds",
+                metrics::Unit::Seconds,
+                "Time to answer a gRPC call, by method."
+            );
+            metrics::describe_counter!(
+                "ratelimit_service_should_rate_limit_error",
+                "ShouldRateLimit calls answered with an error, by cause."
+            );
+            let error = |t: ErrType| {
+                metrics::counter!("ratelimit_service_should_rate_limit_error", "err_type" => t.as_str())
+            };
+            CallStats {
+                total_requests: metrics::counter!(
+                    "ratelimit_service_total_requests",
+                    "grpc_method" => SHOULD_RATE_LIMIT
+                ),
+                response_time: metrics::histogram!(
+                    "ratelimit_service_response_time_seconds",
+                    "grpc_method" => SHOULD_RATE_LIMIT
+                ),
+                redis_error: error(ErrType::Redis),
+                service_error: error(ErrType::Service),
+            }
+        })
+    }
+
+    /// A gRPC ShouldRateLimit call reached the handler.
+    pub fn requested(&self) {
+        self.total_requests.increment(1);
+    }
+
+    /// The handler answered (or failed) after `elapsed`.
+    pub fn responded(&self, elapsed: Duration) {
+        self.response_time.record(elapsed.as_secs_f64());
+    }
+
+    /// A ShouldRateLimit call (gRPC or `/json`) failed with `error`.
+    pub fn failed(&self, error: &ServiceError) {
+        match error.err_type() {
+            ErrType::Redis => self.redis_error.increment(1),
+            ErrType::Service => self.service_error.increment(1),
+        }
+    }
+}
 
 /// The five counters of one rule.
 struct RuleStats {
@@ -150,6 +243,42 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::StoreError;
+
+    #[test]
+    fn call_series_start_at_zero_and_count_by_cause() {
+        let meter = Meter::prometheus();
+        let calls = CallStats::new(&meter);
+        let line = |text: &str, series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ').map(str::to_owned))
+        };
+        let total = "ratelimit_service_total_requests{grpc_method=\"ShouldRateLimit\"}";
+        let redis = "ratelimit_service_should_rate_limit_error{err_type=\"redis_error\"}";
+        let service = "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"}";
+        let text = meter.render();
+        assert_eq!(line(&text, total).as_deref(), Some("0"), "{text}");
+        assert_eq!(line(&text, redis).as_deref(), Some("0"), "{text}");
+        calls.requested();
+        calls.requested();
+        calls.responded(Duration::from_micros(300));
+        calls.failed(&ServiceError::invalid("domain", "must not be empty"));
+        calls.failed(&ServiceError::Store(StoreError::Unavailable("down".into())));
+        calls.failed(&ServiceError::Store(StoreError::Rejected("NOPERM".into())));
+        let text = meter.render();
+        assert_eq!(line(&text, total).as_deref(), Some("2"), "{text}");
+        assert_eq!(line(&text, redis).as_deref(), Some("2"), "{text}");
+        assert_eq!(line(&text, service).as_deref(), Some("1"), "{text}");
+        let count =
+            "ratelimit_service_response_time_seconds_count{grpc_method=\"ShouldRateLimit\"}";
+        assert_eq!(line(&text, count).as_deref(), Some("1"), "{text}");
+        let bucket = "ratelimit_service_response_time_seconds_bucket{grpc_method=\"ShouldRateLimit\",le=\"0.0005\"}";
+        assert_eq!(
+            line(&text, bucket).as_deref(),
+            Some("1"),
+            "seconds, latency buckets: {text}"
+        );
+    }
 
     #[test]
     fn detailed_series_are_capped_then_fold_into_the_rule() {

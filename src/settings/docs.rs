@@ -40,6 +40,42 @@ pub fn settings_table() -> String {
     out
 }
 
+/// The settings the README shows (the rest are in docs/settings.md).
+pub const README_SETTINGS: &[&str] = &[
+    "rules_dir",
+    "grpc_addr",
+    "http_addr",
+    "backend",
+    "redis_nodes",
+    "fallback",
+    "response_headers",
+    "config_type",
+    "grpc_tls",
+];
+
+/// The README's short settings table: flag, env, default, meaning.
+pub fn readme_settings() -> String {
+    let mut out = String::from("| flag | env | default | meaning |\n|---|---|---|---|\n");
+    for name in README_SETTINGS {
+        let Some(s) = TABLE.iter().find(|s| s.name == *name) else {
+            continue;
+        };
+        let default = if s.default.is_empty() {
+            "none".to_owned()
+        } else {
+            format!("`{}`", s.default)
+        };
+        let _ = writeln!(
+            out,
+            "| `--{}` | `{}` | {default} | {} |",
+            s.flag,
+            s.env(),
+            s.help.replace('|', "\\|")
+        );
+    }
+    out
+}
+
 fn treatment_name(t: Treatment) -> &'static str {
     match t {
         Treatment::Honoured => "honoured",

@@ -38,6 +38,10 @@ pub struct TestServer {
     pub addr: SocketAddr,
     /// Where the HTTP admin port listens.
     pub http: SocketAddr,
+    /// Where the debug port listens (with `--debug-addr`).
+    pub debug: Option<SocketAddr>,
+    /// Where the metrics-only port listens (with `--prometheus-addr`).
+    pub prometheus: Option<SocketAddr>,
     /// The counters' clock.
     pub clock: Arc<ManualClock>,
     /// Rule directory (kept alive for the server's lifetime).
@@ -79,6 +83,7 @@ impl TestServer {
             .expect("server binds");
         let addr = server.grpc_addr().expect("local addr");
         let http = server.http_addr().expect("http addr");
+        let (debug, prometheus) = (server.debug_addr(), server.prometheus_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -86,6 +91,8 @@ impl TestServer {
         TestServer {
             addr,
             http,
+            debug,
+            prometheus,
             clock,
             rules_dir: dir,
             shutdown: Some(tx),
