@@ -18,6 +18,8 @@
 //! - [`effective`]: each descriptor's effective limits — rules, request overrides, `replaces`,
 //!   runtime overrides — resolved in one place into plain data.
 //! - [`rules`]: rule files → validated tree → lookup of each descriptor.
+//! - [`xds`]: rules pushed over xDS (ADS, `RateLimitConfig`) instead of read from files:
+//!   the same validation, ACK/NACK, reconnects with backoff.
 //! - [`overrides`]: operators' temporary limits, shared between replicas through Redis.
 //! - [`limiter`]: the [`limiter::plan::Plan`] of ops a request needs (zipped with the store's
 //!   outcomes by type), algorithms and units, and the pure algorithms.
@@ -54,3 +56,4 @@ pub mod service;
 pub mod settings;
 pub mod store;
 pub mod telemetry;
+pub mod xds;

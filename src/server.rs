@@ -13,16 +13,17 @@ use crate::net::tls::{LiveTls, ServerTls, TlsError};
 use crate::net::track::Tracked;
 use crate::net::Timeouts;
 use crate::overrides::registry::Overrides;
-use crate::rules::{LoadError, RuleError, Rules};
+use crate::rules::{LoadError, LoadOptions, RuleError, Rules};
 use crate::service::response::ResponseOptions;
 use crate::service::rls::{RateLimiter, RlsService};
 use crate::service::strict::{Check, ShouldRateLimit, StrictServer};
-use crate::settings::{Backend, Settings};
+use crate::settings::{Backend, ConfigType, Settings};
 use crate::store::fallback::BreakerConfig;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::{FallbackConfig, RedisConfig, RedisStore};
 use crate::store::redis_conn::Topology;
 use crate::store::{Storage, Store};
+use crate::xds::source::XdsSource;
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -81,6 +82,9 @@ pub enum ServeError {
     /// The transport failed.
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The xDS client cannot start (settings) or ended before the first config.
+    #[error("{0}")]
+    Xds(#[from] crate::xds::XdsError),
 }
 
 /// A bound, not yet serving, sluice.
@@ -107,6 +111,9 @@ pub struct Server {
     meter: Meter,
     /// TLS on the gRPC port, loaded and validated at start; `None` serves plaintext.
     grpc_tls: Option<Arc<LiveTls>>,
+    /// The xDS client publishing into `rules` (`config_type = grpc_xds_sotw`); `None`: the
+    /// rule directory, reloaded by polling.
+    xds: Option<XdsSource>,
 }
 
 impl Server {
@@ -128,17 +135,26 @@ impl Server {
             .map_err(|e| ServeError::Admin(e.to_string()))?;
         // Read and parsed on the blocking pool: a slow disk or a big file never holds a worker.
         let meter = Meter::prometheus();
+        let from_xds = settings.config_type == ConfigType::GrpcXdsSotw;
         let (rules, authz) = {
             let dir = settings.rules_dir.clone();
             let authz_meter = meter.clone();
             let cap = settings.rules_max_file_bytes;
+            let options = LoadOptions {
+                max_file_bytes: cap,
+                merge_domains: settings.merge_domain_config,
+            };
             let authz_files = settings
                 .authz_config
                 .clone()
                 .zip(settings.authz_keys.clone());
             tokio::task::spawn_blocking(move || -> Result<_, RuleError> {
-                let rules =
-                    Rules::load_dir_capped(&dir, cap).map_err(LoadError::into_rule_error)?;
+                // With xDS the directory is neither read nor polled: rules start empty.
+                let rules = if from_xds {
+                    Rules::default()
+                } else {
+                    Rules::load_dir_with(&dir, options).map_err(LoadError::into_rule_error)?
+                };
                 let authz = match authz_files {
                     None => None,
                     Some((config, keys)) => Some(Arc::new(
@@ -156,16 +172,22 @@ impl Server {
                 })
             })??
         };
-        // Upstream counts its first load too; the error series exists from the start at 0.
-        meter.record(|| {
-            metrics::counter!("ratelimit_service_config_load_success").increment(1);
-            metrics::counter!("ratelimit_service_config_load_error").absolute(0);
-        });
-        tracing::info!(
-            dir = %settings.rules_dir.display(),
-            domains = rules.files().len(),
-            "rules loaded"
-        );
+        let rules = Arc::new(ArcSwap::from_pointee(rules));
+        let xds = if from_xds {
+            Some(XdsSource::start(&settings, &rules, &meter).await?)
+        } else {
+            // Upstream counts its first load too; the error series exists from the start at 0.
+            meter.record(|| {
+                metrics::counter!("ratelimit_service_config_load_success").increment(1);
+                metrics::counter!("ratelimit_service_config_load_error").absolute(0);
+            });
+            tracing::info!(
+                dir = %settings.rules_dir.display(),
+                domains = rules.load().files().len(),
+                "rules loaded"
+            );
+            None
+        };
         let listener = TcpListener::bind(settings.grpc_addr)
             .await
             .map_err(|source| ServeError::Bind {
@@ -187,12 +209,13 @@ impl Server {
             debug,
             prometheus,
             settings,
-            rules: Arc::new(ArcSwap::from_pointee(rules)),
+            rules,
             clock,
             admin_token,
             authz,
             meter,
             grpc_tls: None,
+            xds,
         };
         match tls {
             Some(tls) => server.with_grpc_tls(tls).await,
@@ -285,6 +308,7 @@ impl Server {
             authz,
             meter,
             grpc_tls,
+            xds,
         } = self;
         let http_addr = http.local_addr().map_err(|source| ServeError::Bind {
             addr: settings.http_addr,
@@ -375,24 +399,35 @@ impl Server {
                 crate::admin::metrics_router(Arc::clone(&state), &settings.prometheus_path);
             ports.push(port("metrics", l, router));
         }
-        let reloader = crate::rules::reload::Reloader::new(
-            &settings.rules_dir,
-            rules,
-            settings.rules_max_file_bytes,
-        )
-        .with_meter(&meter)
-        .spawn(settings.rules_poll_ms);
+        // With xDS the rule directory is neither read nor polled.
+        let reloader = xds.is_none().then(|| {
+            crate::rules::reload::Reloader::new(
+                &settings.rules_dir,
+                rules,
+                settings.rules_max_file_bytes,
+            )
+            .with_meter(&meter)
+            .with_merge_domains(settings.merge_domain_config)
+            .spawn(settings.rules_poll_ms)
+        });
+        let mut rls = RlsService::new(Arc::clone(&limiter));
+        if let Some(source) = &xds {
+            rls = rls.until_loaded(source.loaded());
+        }
         let authz_reloader = authz
             .as_ref()
             .map(|a| a.spawn_reload(settings.rules_poll_ms));
         let result = serve(
-            listener, grpc_tls, &settings, &meter, limiter, authz, draining, shutdown,
+            listener, grpc_tls, &settings, &meter, rls, authz, draining, shutdown,
         )
         .await;
         if let Some(task) = authz_reloader {
             task.abort();
         }
-        reloader.abort();
+        if let Some(task) = reloader {
+            task.abort();
+        }
+        drop(xds);
         sync.abort();
         for task in room_tasks {
             task.abort();
@@ -507,7 +542,7 @@ async fn serve<S: Store>(
     tls: Option<Arc<LiveTls>>,
     settings: &Settings,
     meter: &Meter,
-    limiter: Arc<RateLimiter<S>>,
+    rls: RlsService<S>,
     authz: Option<Arc<Authz>>,
     draining: Arc<AtomicBool>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -526,7 +561,7 @@ async fn serve<S: Store>(
     let authz_service = authz.map(|authz| {
         StrictServer::new(
             Check(Arc::new(AuthzService {
-                limiter: Arc::clone(&limiter),
+                limiter: Arc::clone(rls.limiter()),
                 authz,
             })),
             max_request_bytes,
@@ -576,7 +611,7 @@ async fn serve<S: Store>(
         .add_service(Tracked(reflection_v1))
         .add_service(Tracked(reflection_v1alpha))
         .add_service(Tracked(StrictServer::new(
-            ShouldRateLimit(Arc::new(RlsService(limiter))),
+            ShouldRateLimit(Arc::new(rls)),
             max_request_bytes,
         )))
         .add_optional_service(authz_service.map(Tracked));

@@ -6,8 +6,10 @@
 //! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors.
 //! - [`read`]: reading files safely (regular files only, never blocking, size-capped).
 //! - [`reload`]: hot reload (poll + SIGHUP), keeping the last good rules on error.
+//! - `merge`: several files of one domain merged (`MERGE_DOMAIN_CONFIG`, [`LoadOptions`]).
 //! - this module: [`Rules`] (all domains of a directory) and [`Rules::lookup`].
 
+mod merge;
 pub mod model;
 pub mod parse;
 mod parse_concurrency;
@@ -106,17 +108,61 @@ pub enum Lookup<'a> {
     },
 }
 
+/// How a rule directory (or any other source of rule files) becomes one snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `rules_max_file_bytes`: a bigger file is invalid, so memory stays bounded.
+    pub max_file_bytes: u64,
+    /// `MERGE_DOMAIN_CONFIG`: several files may define one domain; their top-level
+    /// descriptors are merged (a composite key defined twice is still an error). Off, a domain
+    /// defined twice is an error, as upstream's default.
+    pub merge_domains: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            max_file_bytes: read::DEFAULT_MAX_FILE_BYTES,
+            merge_domains: false,
+        }
+    }
+}
+
 impl Rules {
     /// Builds a snapshot from parsed files, rejecting a domain defined twice.
     pub fn from_domains(parsed: Vec<(String, Domain)>) -> Result<Rules, RuleError> {
+        Rules::from_domains_merged(parsed, false)
+    }
+
+    /// Builds a snapshot from parsed files. With `merge`, files sharing a domain have their
+    /// top-level descriptors merged (upstream's `MERGE_DOMAIN_CONFIG`): a descriptor whose
+    /// composite key (key and value, or key alone for a default) another file of the domain
+    /// already defines is an error naming the later file; deeper levels are never merged.
+    /// Without `merge`, a domain defined twice is an error.
+    pub fn from_domains_merged(
+        parsed: Vec<(String, Domain)>,
+        merge: bool,
+    ) -> Result<Rules, RuleError> {
         let mut rules = Rules::default();
         for (file, domain) in parsed {
-            if rules.domains.contains_key(&domain.name) {
-                return Err(RuleError {
-                    file,
-                    path: "domain".into(),
-                    reason: format!("duplicate domain '{}' in config file", domain.name),
-                });
+            if let Some(existing) = rules.domains.get_mut(&domain.name) {
+                if !merge {
+                    return Err(RuleError {
+                        file,
+                        path: "domain".into(),
+                        reason: format!("duplicate domain '{}' in config file", domain.name),
+                    });
+                }
+                merge::merge_level(&mut existing.root, domain.root).map_err(|stats_key| RuleError {
+                    file: file.clone(),
+                    path: "descriptors".into(),
+                    reason: format!(
+                        "duplicate descriptor composite key '{stats_key}' (merging domain '{}' from several files)",
+                        domain.name
+                    ),
+                })?;
+                rules.files.push((file, domain.name));
+                continue;
             }
             rules.files.push((file, domain.name.clone()));
             rules.domains.insert(domain.name.clone(), domain);
@@ -138,17 +184,28 @@ impl Rules {
     /// read; a file bigger than `max_file_bytes` is invalid. Blocking: run it on the blocking
     /// pool.
     pub fn load_dir_capped(dir: &Path, max_file_bytes: u64) -> Result<Rules, LoadError> {
+        Rules::load_dir_with(
+            dir,
+            LoadOptions {
+                max_file_bytes,
+                merge_domains: false,
+            },
+        )
+    }
+
+    /// [`Rules::load_dir_capped`] with every [`LoadOptions`] (domain merging). Blocking.
+    pub fn load_dir_with(dir: &Path, options: LoadOptions) -> Result<Rules, LoadError> {
         let mut parsed = Vec::new();
         for path in rule_files(dir)? {
             let file = path.display().to_string();
-            let text = read::read_capped(&path, max_file_bytes)
+            let text = read::read_capped(&path, options.max_file_bytes)
                 .map_err(|e| LoadError::from_read(&path, e))?;
             parsed.push((
                 file.clone(),
                 parse::parse_domain(&file, &text).map_err(LoadError::Invalid)?,
             ));
         }
-        Rules::from_domains(parsed).map_err(LoadError::Invalid)
+        Rules::from_domains_merged(parsed, options.merge_domains).map_err(LoadError::Invalid)
     }
 
     /// The domain named `name`.

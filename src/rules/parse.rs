@@ -42,8 +42,16 @@ pub fn parse_domain(file: &str, text: &str) -> Result<Domain, RuleError> {
     let p = Parser { file };
     let doc: Value = serde_yaml::from_str(text)
         .map_err(|e| p.err("", format!("error loading config file: {e}")))?;
+    parse_domain_value(file, &doc)
+}
+
+/// Validates one rule file already read into a YAML tree — the entry point for sources that
+/// build the tree themselves (xDS resources, [`crate::xds::convert`]), so they go through the
+/// very same checks as files. `file` only labels errors.
+pub fn parse_domain_value(file: &str, doc: &Value) -> Result<Domain, RuleError> {
+    let p = Parser { file };
     let empty = Mapping::new();
-    let root = match &doc {
+    let root = match doc {
         Value::Null => &empty,
         Value::Mapping(m) => m,
         _ => {

@@ -18,7 +18,7 @@
 //! a huge file never stalls a request, and shutdown never waits for them.
 
 use crate::meter::Meter;
-use crate::rules::{read, LoadError, Rules};
+use crate::rules::{read, LoadError, LoadOptions, Rules};
 use arc_swap::ArcSwap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -46,6 +46,8 @@ pub struct Reloader {
     max_file_bytes: u64,
     /// Where the load counters are recorded.
     meter: Meter,
+    /// `MERGE_DOMAIN_CONFIG`: files sharing a domain are merged instead of rejected.
+    merge_domains: bool,
 }
 
 impl Reloader {
@@ -56,7 +58,14 @@ impl Reloader {
             rules,
             max_file_bytes,
             meter: Meter::default(),
+            merge_domains: false,
         }
+    }
+
+    /// Merges files sharing a domain (`MERGE_DOMAIN_CONFIG`) instead of rejecting them.
+    pub fn with_merge_domains(mut self, merge: bool) -> Reloader {
+        self.merge_domains = merge;
+        self
     }
 
     /// Records the load counters in `meter`.
@@ -68,7 +77,11 @@ impl Reloader {
     /// Re-parses the directory; swaps the snapshot if every file is valid, else keeps the old.
     /// Blocking: [`Reloader::spawn`] runs it on the blocking pool.
     pub fn reload(&self) -> Outcome {
-        match Rules::load_dir_capped(&self.dir, self.max_file_bytes) {
+        let options = LoadOptions {
+            max_file_bytes: self.max_file_bytes,
+            merge_domains: self.merge_domains,
+        };
+        match Rules::load_dir_with(&self.dir, options) {
             Ok(rules) => {
                 let domains = rules.files().len();
                 self.rules.store(Arc::new(rules));

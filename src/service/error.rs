@@ -20,6 +20,10 @@ pub enum ServiceError {
     /// A bug: parts of sluice disagreed (never caused by input).
     #[error("internal error: {0}")]
     Internal(String),
+    /// Rules come from xDS and none has been applied yet (started with
+    /// `force_start_without_initial_config`): upstream answers gRPC `UNKNOWN` with this text.
+    #[error("no rate limit configuration loaded")]
+    NoConfig,
 }
 
 /// upstream's `err_type` label of a failed ShouldRateLimit.
@@ -72,7 +76,9 @@ impl ServiceError {
     pub fn err_type(&self) -> ErrType {
         match self {
             ServiceError::Store(_) => ErrType::Redis,
-            ServiceError::InvalidArgument { .. } | ServiceError::Internal(_) => ErrType::Service,
+            ServiceError::InvalidArgument { .. }
+            | ServiceError::Internal(_)
+            | ServiceError::NoConfig => ErrType::Service,
         }
     }
 
@@ -82,7 +88,7 @@ impl ServiceError {
             ServiceError::InvalidArgument { .. } => 400,
             ServiceError::Store(StoreError::Rejected(_)) => 500,
             ServiceError::Store(StoreError::Unavailable(_)) => 503,
-            ServiceError::Internal(_) => 500,
+            ServiceError::Internal(_) | ServiceError::NoConfig => 500,
         }
     }
 }
@@ -96,6 +102,7 @@ impl From<ServiceError> for tonic::Status {
                 tonic::Status::unavailable(e.to_string())
             }
             ServiceError::Internal(_) => tonic::Status::internal(e.to_string()),
+            ServiceError::NoConfig => tonic::Status::unknown(e.to_string()),
         }
     }
 }

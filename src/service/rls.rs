@@ -2,13 +2,60 @@
 //! decision engine ([`crate::engine`]): the caller's deadline in, the answer or a status out.
 
 pub use crate::engine::{Decision, DescriptorUsage, RateLimiter, Usage};
+use crate::service::error::ServiceError;
 use crate::store::Store;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitService;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The tonic service wrapping a [`RateLimiter`].
-pub struct RlsService<S>(pub Arc<RateLimiter<S>>);
+pub struct RlsService<S> {
+    /// The decision engine.
+    limiter: Arc<RateLimiter<S>>,
+    /// `Some` while rules come from xDS: `false` until the first config is applied, and until
+    /// then every call fails with [`ServiceError::NoConfig`] (upstream's answer when started
+    /// with `FORCE_START_WITHOUT_INITIAL_CONFIG`). `None`: rules are always loaded (files).
+    loaded: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Set once `loaded` has been seen `true` (it never turns back): later calls skip the
+    /// watch's lock.
+    ready: AtomicBool,
+}
+
+impl<S> RlsService<S> {
+    /// Serves `limiter`, rules always loaded.
+    pub fn new(limiter: Arc<RateLimiter<S>>) -> RlsService<S> {
+        RlsService {
+            limiter,
+            loaded: None,
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// Answers [`ServiceError::NoConfig`] until `loaded` turns `true` (xDS).
+    pub fn until_loaded(mut self, loaded: tokio::sync::watch::Receiver<bool>) -> RlsService<S> {
+        self.ready = AtomicBool::new(*loaded.borrow());
+        self.loaded = Some(loaded);
+        self
+    }
+
+    /// The decision engine (shared with ext_authz).
+    pub fn limiter(&self) -> &Arc<RateLimiter<S>> {
+        &self.limiter
+    }
+
+    /// Whether rules have been loaded.
+    fn config_loaded(&self) -> bool {
+        if self.ready.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.loaded.as_ref().is_none_or(|l| *l.borrow());
+        if now {
+            self.ready.store(true, Ordering::Relaxed);
+        }
+        now
+    }
+}
 
 #[tonic::async_trait]
 impl<S: Store> RateLimitService for RlsService<S> {
@@ -18,9 +65,16 @@ impl<S: Store> RateLimitService for RlsService<S> {
     ) -> Result<tonic::Response<RateLimitResponse>, tonic::Status> {
         use tracing::Instrument;
         // upstream's interceptor: counted once decoded, timed until answered (errors too).
-        let calls = self.0.calls();
+        let calls = self.limiter.calls();
         calls.requested();
         let started = std::time::Instant::now();
+        if !self.config_loaded() {
+            // Upstream counts it as a service error.
+            let e = ServiceError::NoConfig;
+            calls.failed(&e);
+            calls.responded(started.elapsed());
+            return Err(e.into());
+        }
         let deadline = grpc_timeout(request.metadata()).map(|t| tokio::time::Instant::now() + t);
         let req = request.into_inner();
         // Debug level: free unless asked for (`--log-level sluice=debug`, or OTLP export).
@@ -30,7 +84,7 @@ impl<S: Store> RateLimitService for RlsService<S> {
             descriptors = req.descriptors.len()
         );
         let result = self
-            .0
+            .limiter
             .should_rate_limit(&req, deadline)
             .instrument(span)
             .await;

@@ -11,6 +11,8 @@ pub mod raw_grpc;
 pub mod redis;
 pub mod slot_cases;
 pub mod tls;
+pub mod xds;
+pub mod xds_fixtures;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
