@@ -21,8 +21,8 @@ use std::net::SocketAddr;
 use std::process::Command;
 use support::certs::{envoy_gateway_certs, KeyKind};
 use support::envoy::{
-    http_get, http_request, listener_addr, render_template, start_envoy, start_upstream,
-    wait_for, with_timeout, Proc, SLUICE,
+    http_get, http_request, listener_addr, render_template, start_envoy, start_upstream, wait_for,
+    with_timeout, Proc, SLUICE,
 };
 use support::redis::RedisServer;
 use support::xds::{eg_config, XdsServer, EG_DOMAIN};
@@ -135,7 +135,9 @@ async fn envoy_gateway_wiring() {
     })
     .await;
     let first = xds
-        .wait_request("the ACK of version 1", |r| r.is_ack() && r.version_info == "1")
+        .wait_request("the ACK of version 1", |r| {
+            r.is_ack() && r.version_info == "1"
+        })
         .await;
     assert_eq!(first.node_id, "envoy-ratelimit");
 
@@ -175,8 +177,10 @@ async fn envoy_gateway_wiring() {
 
     // A pushed change is followed.
     xds.set("2", &[eg_config(EG_DOMAIN, 10, RateLimitUnit::Hour)]);
-    xds.wait_request("the ACK of version 2", |r| r.is_ack() && r.version_info == "2")
-        .await;
+    xds.wait_request("the ACK of version 2", |r| {
+        r.is_ack() && r.version_info == "2"
+    })
+    .await;
     let (status, limit, _) = hit(listener).await;
     assert_eq!((status, limit.as_deref()), (200, Some("10, 10;w=3600")));
 
@@ -191,7 +195,10 @@ async fn envoy_gateway_wiring() {
     let nack = xds
         .wait_request("the NACK of version 3", |r| r.is_nack())
         .await;
-    assert_eq!(nack.version_info, "2", "a NACK carries the last good version");
+    assert_eq!(
+        nack.version_info, "2",
+        "a NACK carries the last good version"
+    );
     assert!(
         nack.error_detail
             .as_deref()
@@ -222,7 +229,9 @@ async fn envoy_gateway_wiring() {
 
     // Where Envoy Gateway reads metrics and egctl reads the rules.
     let metrics_addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().expect("addr");
-    let metrics = http_get(metrics_addr, "/metrics", &[]).await.expect("metrics");
+    let metrics = http_get(metrics_addr, "/metrics", &[])
+        .await
+        .expect("metrics");
     assert_eq!(metrics.status, 200);
     for series in [
         "ratelimit_service_rate_limit_over_limit{domain=\"default/eg/http\"",
@@ -231,7 +240,11 @@ async fn envoy_gateway_wiring() {
         "ratelimit_service_config_load_error",
         "process_resident_memory_bytes",
     ] {
-        assert!(metrics.body.contains(series), "{series} in\n{}", metrics.body);
+        assert!(
+            metrics.body.contains(series),
+            "{series} in\n{}",
+            metrics.body
+        );
     }
     let debug: SocketAddr = format!("127.0.0.1:{debug_port}").parse().expect("addr");
     let rl = http_get(debug, "/rlconfig", &[]).await.expect("rlconfig");
