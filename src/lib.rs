@@ -7,7 +7,8 @@
 //!
 //! - [`server`]: the tonic server (ShouldRateLimit, health, reflection, graceful shutdown).
 //! - [`admin`]: the HTTP port (`/healthcheck`, `/rlconfig`, `/metrics`, `/json`) and the
-//!   authenticated admin API (runtime overrides, usage, reset).
+//!   authenticated admin API (runtime overrides, usage, reset); upstream's debug port
+//!   (`/rlconfig`, `/stats`) and a metrics-only port, with process metrics.
 //! - [`service`]: the gRPC adapter ([`service::rls`]), the answer ([`service::response`]),
 //!   upstream's per-rule stats ([`service::stats`]); the only place where errors become
 //!   `tonic::Status` is [`service::error`].
