@@ -62,8 +62,17 @@ fn main() -> ExitCode {
 
 async fn serve(settings: Settings) -> Result<(), sluice::server::ServeError> {
     // Install the handlers before anything is announced, so an early SIGTERM is never fatal.
-    let shutdown = shutdown_signal();
-    let server = Server::bind(settings).await?;
+    use futures_util::FutureExt;
+    let shutdown = shutdown_signal().shared();
+    // Binding may wait for the first xDS config (without force start): a SIGTERM meanwhile ends
+    // the process instead of waiting for a control plane that may never answer.
+    let server = tokio::select! {
+        bound = Server::bind(settings) => bound?,
+        () = shutdown.clone() => {
+            tracing::info!("stopped before serving");
+            return Ok(());
+        }
+    };
     server.run(shutdown).await
 }
 

@@ -76,6 +76,20 @@ impl Meter {
         }
     }
 
+    /// Drains histogram samples into their buckets every `every`: the exporter keeps raw
+    /// samples until a render, so without scrapes they would pile up without bound.
+    pub fn spawn_upkeep(&self, every: std::time::Duration) -> Option<tokio::task::JoinHandle<()>> {
+        let inner = Arc::clone(self.inner.as_ref()?);
+        Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                inner.handle.run_upkeep();
+            }
+        }))
+    }
+
     /// The Prometheus text exposition of everything recorded so far ("" without a registry).
     pub fn render(&self) -> String {
         self.inner

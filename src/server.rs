@@ -49,6 +49,9 @@ pub const HEALTH_NAMES: [&str; 3] = [
 /// HTTP/2 streams one gRPC connection may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 128;
 
+/// How often histogram samples are folded into buckets when nobody scrapes.
+const METER_UPKEEP: Duration = Duration::from_secs(5);
+
 /// How long in-flight calls may take to finish after the shutdown delay.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
@@ -173,13 +176,22 @@ impl Server {
             })??
         };
         let rules = Arc::new(ArcSwap::from_pointee(rules));
+        // Certificates first: a bad file fails start-up before any wait for xDS.
+        let grpc_tls = match grpc_tls(&settings)? {
+            Some(tls) => Some(Arc::new(load_tls(tls, &meter).await?)),
+            None => None,
+        };
+        // Both series exist from the start (at 0 until something loads).
+        meter.record(|| {
+            metrics::counter!("ratelimit_service_config_load_success").absolute(0);
+            metrics::counter!("ratelimit_service_config_load_error").absolute(0);
+        });
         let xds = if from_xds {
             Some(XdsSource::start(&settings, &rules, &meter).await?)
         } else {
-            // Upstream counts its first load too; the error series exists from the start at 0.
+            // Upstream counts its first load too.
             meter.record(|| {
                 metrics::counter!("ratelimit_service_config_load_success").increment(1);
-                metrics::counter!("ratelimit_service_config_load_error").absolute(0);
             });
             tracing::info!(
                 dir = %settings.rules_dir.display(),
@@ -202,8 +214,7 @@ impl Server {
             })?;
         let debug = bind_optional(settings.debug_addr).await?;
         let prometheus = bind_optional(settings.prometheus_addr).await?;
-        let tls = grpc_tls(&settings)?;
-        let server = Server {
+        Ok(Server {
             listener,
             http,
             debug,
@@ -214,25 +225,16 @@ impl Server {
             admin_token,
             authz,
             meter,
-            grpc_tls: None,
+            grpc_tls,
             xds,
-        };
-        match tls {
-            Some(tls) => server.with_grpc_tls(tls).await,
-            None => Ok(server),
-        }
+        })
     }
 
     /// Serves gRPC over TLS with the files of `tls`, read and validated now (on the blocking
     /// pool); they are reloaded when they change, every `rules_poll_ms`. [`Server::bind`] calls
     /// it when `grpc_tls` is set; embedders may call it themselves.
     pub async fn with_grpc_tls(mut self, tls: ServerTls) -> Result<Server, ServeError> {
-        let live = LiveTls::load_async(tls).await?.with_meter(&self.meter);
-        tracing::info!(
-            cert = %live.spec().cert.display(),
-            client_ca = ?live.spec().client_ca,
-            "gRPC TLS certificates loaded"
-        );
+        let live = load_tls(tls, &self.meter).await?;
         self.grpc_tls = Some(Arc::new(live));
         Ok(self)
     }
@@ -349,6 +351,7 @@ impl Server {
             )),
         );
         let room_tasks = limiter.room().spawn_tasks();
+        let upkeep = meter.spawn_upkeep(METER_UPKEEP);
         let sync = overrides.spawn_sync(store, settings.overrides_poll_ms);
         let auth = Auth::new(admin_token, http_addr);
         if auth == Auth::Disabled {
@@ -432,6 +435,9 @@ impl Server {
         for task in room_tasks {
             task.abort();
         }
+        if let Some(task) = upkeep {
+            task.abort();
+        }
         let _ = stop_admin.send(true);
         // Like gRPC: an idle keep-alive connection must not hold the process.
         let drained = tokio::time::timeout(DRAIN_LIMIT, async {
@@ -483,6 +489,17 @@ async fn bind_optional(addr: Option<SocketAddr>) -> Result<Option<TcpListener>, 
             .map(Some)
             .map_err(|source| ServeError::Bind { addr, source }),
     }
+}
+
+/// Reads and validates the gRPC TLS files (on the blocking pool).
+async fn load_tls(tls: ServerTls, meter: &Meter) -> Result<LiveTls, ServeError> {
+    let live = LiveTls::load_async(tls).await?.with_meter(meter);
+    tracing::info!(
+        cert = %live.spec().cert.display(),
+        client_ca = ?live.spec().client_ca,
+        "gRPC TLS certificates loaded"
+    );
+    Ok(live)
 }
 
 /// Connects the Redis store the settings describe.

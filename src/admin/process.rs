@@ -42,11 +42,30 @@ pub struct ProcessStats {
 
 /// The process series as Prometheus text (HELP and TYPE lines included), read on the blocking
 /// pool; "" when nothing could be read.
+///
+/// Scrapes are unauthenticated: at most one read runs at a time and a reading is reused for
+/// [`FRESH_FOR`], so a flood of scrapes costs one blocking-pool thread, not one each.
 pub async fn scrape() -> String {
-    tokio::task::spawn_blocking(|| render(&read()))
+    static CACHE: std::sync::OnceLock<tokio::sync::Mutex<Option<(std::time::Instant, String)>>> =
+        std::sync::OnceLock::new();
+    let mut cached = CACHE
+        .get_or_init(|| tokio::sync::Mutex::new(None))
+        .lock()
+        .await;
+    if let Some((at, text)) = cached.as_ref() {
+        if at.elapsed() < FRESH_FOR {
+            return text.clone();
+        }
+    }
+    let text = tokio::task::spawn_blocking(|| render(&read()))
         .await
-        .unwrap_or_default()
+        .unwrap_or_default();
+    *cached = Some((std::time::Instant::now(), text.clone()));
+    text
 }
+
+/// How long one reading of `/proc/self` serves scrapes.
+const FRESH_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads the figures now (blocking: a few small file reads).
 #[cfg(target_os = "linux")]

@@ -113,8 +113,28 @@ impl Values {
             .get(name)
             .ok_or_else(|| SettingsError::Invalid(format!("{name}: no value")))?;
         P::parse(text).map_err(|reason| {
-            SettingsError::Invalid(format!("{name}: '{}' ({source}) {reason}", shorten(text)))
+            // Values that may hold credentials (URLs with passwords, bearer headers) are not
+            // quoted: errors reach logs.
+            let shown = if SECRET.contains(&name) {
+                "(value hidden)".to_owned()
+            } else {
+                format!("'{}'", shorten(text))
+            };
+            SettingsError::Invalid(format!("{name}: {shown} ({source}) {reason}"))
         })
+    }
+}
+
+/// Settings whose values may carry credentials: never quoted in errors.
+const SECRET: &[&str] = &["redis_nodes", "xds_headers", "xds_node_metadata"];
+
+/// A URL with any `user:password@` replaced by `***@`, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -362,7 +382,7 @@ impl Settings {
                 if let Err(e) = redis::Client::open(url.as_str()) {
                     return Err(SettingsError::Invalid(format!(
                         "redis_nodes: '{}' is not a Redis URL: {e}",
-                        shorten(&url)
+                        shorten(&redact_url(&url))
                     )));
                 }
             }

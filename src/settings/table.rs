@@ -157,7 +157,7 @@ settings! {
     xds_backoff_max: Millis = "60s", flag "xds-backoff-max",
         up "XDS_CLIENT_BACKOFF_MAX_INTERVAL", "longest xDS reconnect wait";
     /// Largest xDS response accepted, in bytes.
-    xds_max_message_bytes: Int<usize> = "16777216", flag "xds-max-message-bytes",
+    xds_max_message_bytes: Int<usize> = "4194304", flag "xds-max-message-bytes",
         up "XDS_CLIENT_MAX_MSG_SIZE_IN_BYTES", "largest xDS response (bytes)";
 
     // ---- counter store

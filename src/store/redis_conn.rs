@@ -164,7 +164,12 @@ pub async fn cluster(
     tls: TlsPem<'_>,
 ) -> Result<(String, Conn), StoreError> {
     tls_ready();
-    let name = format!("cluster({})", seeds.join(","));
+    // The name becomes a metric label and appears in errors: never with credentials.
+    let shown: Vec<String> = seeds
+        .iter()
+        .map(|u| crate::settings::redact_url(u))
+        .collect();
+    let name = format!("cluster({})", shown.join(","));
     let mut builder = redis::cluster::ClusterClient::builder(seeds.to_vec())
         .connection_timeout(timeout.max(Duration::from_millis(100)))
         .response_timeout(health_deadline(timeout));

@@ -242,9 +242,19 @@ impl Client {
             );
             return None;
         }
+        // Hashing up to `max_message_bytes` is CPU work: off the async workers.
+        let resources = response.resources;
+        let Ok((resources, hashed)) = tokio::task::spawn_blocking(move || {
+            let d = digest(&resources);
+            (resources, d)
+        })
+        .await
+        else {
+            return None;
+        };
         let seen = Seen {
             version: response.version_info.clone(),
-            digest: digest(&response.resources),
+            digest: hashed,
         };
         let nonce = response.nonce;
         if self.applied.as_ref() == Some(&seen) {
@@ -259,7 +269,6 @@ impl Client {
             return Some(self.request(&self.acked_version, &nonce, Some(reason)));
         }
         let bounds = self.bounds;
-        let resources = response.resources;
         let result = tokio::task::spawn_blocking(move || convert::to_rules(&resources, &bounds))
             .await
             .map_err(|e| format!("validating the config failed: {e}"))

@@ -20,11 +20,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 const MAX_PEM_BYTES: u64 = 1024 * 1024;
 /// A dial (TCP, then TLS) that takes longer fails and is retried with backoff.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// HTTP/2 pings on an idle stream, so a control plane that vanished without closing the
-/// connection (a node lost) is noticed and the client reconnects.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-/// How long a ping may go unanswered before the connection counts as dead.
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TCP keepalive probes, so a control plane that vanished without closing the connection (a
+/// node lost) is noticed and the client reconnects. Not HTTP/2 PINGs: grpc-go servers (Envoy
+/// Gateway's) allow one PING per 5 minutes by default and close a connection that pings more
+/// often ("too_many_pings"), which would make the client reconnect every few minutes.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(30);
 
 /// Where and how to dial, validated once.
 #[derive(Debug, Clone)]
@@ -97,9 +97,7 @@ impl Target {
             .map_err(|e| DialError::Connect(chain(&e)))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true);
+            .tcp_keepalive(Some(TCP_KEEPALIVE));
         if let Some(tls) = &self.tls {
             endpoint = endpoint
                 .tls_config(tls_config(tls).await?)
