@@ -236,3 +236,96 @@ pub(crate) fn refusal(error: &LlmError) -> Response {
     *response.status_mut() = error.status();
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(endpoint: Endpoint, max_tokens: u64, completion: u64, stream: bool) -> Answer {
+        let request = LlmRequest {
+            endpoint,
+            model: "m".into(),
+            max_tokens,
+            usage: Usage {
+                prompt: 3,
+                completion,
+            },
+            stream: stream.then_some(Duration::ZERO),
+        };
+        Answer::new(request, 7, 1_700_000_000)
+    }
+
+    async fn body_text(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn a_whole_answer_has_usage_in_headers_and_body() {
+        let response = answer(Endpoint::Chat, 10, 4, false).into_response();
+        let header = |name: &str| response.headers()[name].to_str().expect("ascii").to_owned();
+        assert_eq!(header("x-usage-prompt-tokens"), "3");
+        assert_eq!(header("x-usage-completion-tokens"), "4");
+        assert_eq!(header("x-usage-total-tokens"), "7");
+        assert_eq!(header("content-type"), "application/json");
+        let body: Value = serde_json::from_str(&body_text(response).await).expect("JSON");
+        assert_eq!(body["id"], "chatcmpl-7");
+        assert_eq!(body["object"], "chat.completion");
+        assert_eq!(body["choices"][0]["message"]["content"], "tok tok tok tok");
+        assert_eq!(body["choices"][0]["finish_reason"], "stop");
+        let usage = json!({"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7});
+        assert_eq!(body["usage"], usage);
+
+        let response = answer(Endpoint::Completion, 4, 4, false).into_response();
+        let body: Value = serde_json::from_str(&body_text(response).await).expect("JSON");
+        assert_eq!(body["object"], "text_completion");
+        assert_eq!(body["choices"][0]["text"], "tok tok tok tok");
+        assert_eq!(body["choices"][0]["finish_reason"], "length");
+    }
+
+    #[tokio::test]
+    async fn a_stream_sends_one_chunk_per_word_then_usage_then_done() {
+        let response = answer(Endpoint::Chat, 10, 3, true).into_response();
+        assert_eq!(response.headers()["x-usage-total-tokens"], "6");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        let text = body_text(response).await;
+        let events: Vec<&str> = text
+            .split("\n\n")
+            .filter(|e| !e.is_empty())
+            .map(|e| e.strip_prefix("data: ").expect("a data event"))
+            .collect();
+        assert_eq!(events.len(), 3 + 2, "{text}");
+        assert_eq!(events[4], "[DONE]");
+        let chunks: Vec<Value> = events[..4]
+            .iter()
+            .map(|e| serde_json::from_str(e).expect("JSON chunk"))
+            .collect();
+        let content: String = chunks[..3]
+            .iter()
+            .map(|c| {
+                c["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .expect("content")
+            })
+            .collect();
+        assert_eq!(content, "tok tok tok");
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[3]["choices"][0]["finish_reason"], "stop");
+        assert_eq!(chunks[3]["usage"]["total_tokens"], 6);
+    }
+
+    #[test]
+    fn words_and_chunks_are_bounded_and_spread_evenly() {
+        assert_eq!(answer(Endpoint::Chat, 5000, 5000, true).words(), MAX_CHUNKS);
+        assert_eq!(answer(Endpoint::Chat, 5, 0, true).words(), 0);
+        let second = Duration::from_secs(1);
+        assert_eq!(share(second, 1, 4), Duration::from_millis(250));
+        assert_eq!(share(second, 4, 4), second);
+        assert_eq!(
+            share(Duration::from_secs(60), 1000, 1000),
+            Duration::from_secs(60)
+        );
+    }
+}
