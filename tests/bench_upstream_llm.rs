@@ -142,10 +142,12 @@ async fn a_stream_takes_its_time_and_ends_with_done() {
     assert_eq!(last["choices"][0]["finish_reason"], "stop");
 }
 
+/// Envoy reads the usage for its stream-done descriptors from the response headers, so they must
+/// not wait for the stream: the stream (3 s) still runs for a good while after they arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_headers_arrive_before_the_stream_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_upstream, addr) = start(dir.path(), &["--stream-ms", "1500"]).await;
+    let (_upstream, addr) = start(dir.path(), &["--stream-ms", "3000"]).await;
     let mut socket = TcpStream::connect(addr).await.expect("connect");
     let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-max-tokens: 8\r\n\
                    Content-Length: 0\r\nConnection: close\r\n\r\n";
@@ -167,6 +169,7 @@ async fn usage_headers_arrive_before_the_stream_ends() {
     })
     .await
     .expect("headers within 10 s");
+    let headers_at = Instant::now();
     assert!(head.contains("x-usage-total-tokens: 5\r\n"), "{head}");
     assert!(
         !head.contains("[DONE]"),
@@ -178,7 +181,13 @@ async fn usage_headers_arrive_before_the_stream_ends() {
         .await
         .expect("the stream ends within 10 s")
         .expect("read");
+    let streamed_for = headers_at.elapsed();
     assert!(String::from_utf8_lossy(&rest).contains("data: [DONE]"));
+    // A lower bound only: the headers came at least 1.5 s before the 3 s stream ended.
+    assert!(
+        streamed_for >= Duration::from_millis(1500),
+        "the headers came only {streamed_for:?} before the end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
