@@ -190,11 +190,14 @@ async fn usage_headers_arrive_before_the_stream_ends() {
     );
 }
 
+/// A refused request: its headers and body, a word of the message, the `param` named.
+type Refused<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, Option<&'a str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut upstream, addr) = start(dir.path(), &[]).await;
-    let cases: [(&[(&str, &str)], &str, &str, Option<&str>); 7] = [
+    let cases: [Refused; 7] = [
         (&[], "{not json", "not JSON", None),
         (&[], "[1,2]", "JSON object", None),
         (&[], r#"{"max_tokens":0}"#, "max_tokens", Some("max_tokens")),
