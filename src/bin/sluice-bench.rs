@@ -12,6 +12,9 @@
 //!   (in-flight) key: one call takes a slot of `{<slot-key>: u<n>}` under a lease id unique to the
 //!   operation, the next gives it back (`is_negative_hits`), as Envoy's stream-done call does.
 //!   `requests` and `rps` then count pairs, and the result adds each call's percentiles.
+//! * `sluice-bench upstream --addr 127.0.0.1:0` is the HTTP/1.1 upstream behind Envoy: `200 ok`
+//!   to anything, optionally late; and a model-like endpoint on `POST /v1/chat/completions` and
+//!   `POST /v1/completions` that reports token usage in response headers (module `upstream`).
 //!
 //! Latency is measured per call, from just before the call is issued until its response is
 //! decoded (for a slot pair: from before the acquire until the release is decoded, and each call
@@ -19,8 +22,12 @@
 //! the percentiles are service times at the offered concurrency, not open-loop latencies.
 //! Failed calls are counted as errors and kept out of the histogram.
 //!
-//! Both subcommands refuse any address outside 127.0.0.0/8: this tool exists to saturate a
+//! Every subcommand refuses any address outside 127.0.0.0/8: this tool exists to saturate a
 //! service and must never be pointed at a shared one.
+//!
+//! Modules (under `src/bin/sluice_bench/`): `upstream` (the HTTP server and its routes),
+//! `llm_request` (what an LLM request asks for and the usage arithmetic), `llm_reply` (the
+//! answer: usage headers, OpenAI-shaped JSON, server-sent events).
 
 #![forbid(unsafe_code)]
 
@@ -49,6 +56,15 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server};
+
+#[path = "sluice_bench/llm_reply.rs"]
+mod llm_reply;
+#[path = "sluice_bench/llm_request.rs"]
+mod llm_request;
+#[path = "sluice_bench/upstream.rs"]
+mod upstream;
+
+use upstream::{run_upstream, UpstreamArgs};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -79,7 +95,8 @@ enum Command {
     /// Drive a RateLimitService with C connections x S in-flight requests and report.
     Load(Box<LoadArgs>),
     /// Serve HTTP/1.1 `200 ok` to every request (the upstream behind Envoy in the Envoy runs),
-    /// optionally late (a slow upstream).
+    /// optionally late (a slow upstream); `POST /v1/chat/completions` and `/v1/completions`
+    /// answer like an LLM endpoint, with token usage in response headers.
     Upstream(UpstreamArgs),
 }
 
@@ -88,18 +105,6 @@ struct NoopArgs {
     /// Address to listen on; port 0 picks a free port. Loopback only.
     #[arg(long, value_parser = parse_loopback)]
     addr: SocketAddr,
-}
-
-#[derive(Debug, Args)]
-struct UpstreamArgs {
-    /// Address to listen on; port 0 picks a free port. Loopback only.
-    #[arg(long, value_parser = parse_loopback)]
-    addr: SocketAddr,
-    /// Answer every request this many milliseconds late (a slow upstream), at most 60 000. A
-    /// request's own `x-delay-ms` header replaces it for that request (capped at 60 000).
-    #[arg(long, default_value_t = 0, value_name = "MS",
-          value_parser = clap::value_parser!(u64).range(..=MAX_DELAY_MS))]
-    delay_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -344,70 +349,6 @@ async fn run_noop(args: NoopArgs) -> Result<(), BoxError> {
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
-}
-
-/// The longest delay `upstream` adds to a response (`--delay-ms`, `x-delay-ms`).
-const MAX_DELAY_MS: u64 = 60_000;
-
-/// The tiny HTTP upstream: `200 ok` for any method and path, `--delay-ms` (or the request's
-/// `x-delay-ms`) late.
-async fn run_upstream(args: UpstreamArgs) -> Result<(), BoxError> {
-    let shutdown = shutdown_signal()?;
-    let listener = TcpListener::bind(args.addr).await?;
-    let local = listener.local_addr()?;
-    let default_delay = args.delay_ms;
-    let app = axum::Router::new().fallback(move |headers: axum::http::HeaderMap| async move {
-        let delay = upstream_delay(&headers, default_delay);
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        "ok"
-    });
-    // The same readiness line as the gRPC servers, so scripts wait for both alike.
-    announce(local)?;
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    Ok(())
-}
-
-/// How late to answer: the request's `x-delay-ms` (a whole number of milliseconds) if it has a
-/// valid one, else `default_ms`; at most [`MAX_DELAY_MS`].
-fn upstream_delay(headers: &axum::http::HeaderMap, default_ms: u64) -> Duration {
-    let ms = headers
-        .get("x-delay-ms")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .unwrap_or(default_ms);
-    Duration::from_millis(ms.min(MAX_DELAY_MS))
-}
-
-#[cfg(test)]
-mod upstream_tests {
-    use super::*;
-
-    #[test]
-    fn the_header_replaces_the_default_delay_within_the_cap() {
-        let with = |v: &str| {
-            let mut h = axum::http::HeaderMap::new();
-            h.insert("x-delay-ms", v.parse().expect("header value"));
-            h
-        };
-        let none = axum::http::HeaderMap::new();
-        assert_eq!(upstream_delay(&none, 0), Duration::ZERO);
-        assert_eq!(upstream_delay(&none, 250), Duration::from_millis(250));
-        assert_eq!(upstream_delay(&with("40"), 250), Duration::from_millis(40));
-        assert_eq!(upstream_delay(&with("0"), 250), Duration::ZERO);
-        assert_eq!(
-            upstream_delay(&with("soon"), 250),
-            Duration::from_millis(250)
-        );
-        assert_eq!(upstream_delay(&with("-5"), 250), Duration::from_millis(250));
-        assert_eq!(
-            upstream_delay(&with("999999999"), 0),
-            Duration::from_secs(60)
-        );
-    }
 }
 
 /// Prints the one readiness line scripts wait for. The socket is already bound, so
