@@ -5,6 +5,7 @@
 //! directly and the Redis scripts mirror them line by line, so both stores agree.
 
 pub mod algorithm;
+pub mod calendar;
 pub mod fixed_window;
 pub mod plan;
 pub mod sliding_log;
@@ -28,7 +29,9 @@ pub struct Op {
     pub algorithm: Algorithm,
     /// Hits admitted per period.
     pub requests_per_unit: u32,
-    /// The window (or refill period) in seconds.
+    /// The window (or refill period) in seconds: the unit's length. A calendar window reads
+    /// the month's and the year's lengths as the civil month and year
+    /// ([`calendar::Calendar::window`]).
     pub period_secs: u64,
     /// Token-bucket capacity (ignored by the other algorithms).
     pub burst: u32,

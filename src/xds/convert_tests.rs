@@ -108,7 +108,10 @@ fn unknown_unit_is_valid_only_when_unlimited() {
         ..Default::default()
     });
     let rules = one(&config).expect("unlimited with UNKNOWN is valid");
-    assert!(rules.describe().iter().any(|l| l.contains("unit=UNKNOWN requests_per_unit=0")));
+    assert!(rules
+        .describe()
+        .iter()
+        .any(|l| l.contains("unit=UNKNOWN requests_per_unit=0")));
 
     let leaf = &mut config.descriptors[0].descriptors[0].descriptors[0];
     leaf.rate_limit = Some(RateLimitPolicy {
