@@ -12,6 +12,7 @@
 mod merge;
 pub mod model;
 pub mod parse;
+mod parse_calendar;
 mod parse_concurrency;
 pub mod read;
 pub mod reload;
@@ -215,7 +216,8 @@ impl Rules {
 
     /// One line per limit, upstream's `/rlconfig` format:
     /// `<stats key>: unit=<UNIT> requests_per_unit=<n>, shadow_mode: <b>, quota_mode: <b>`,
-    /// plus `, algorithm: <a>` for limits that do not count with the fixed window (and a
+    /// plus `, algorithm: <a>` for limits that do not count with the fixed window,
+    /// `, calendar: true` (and `, utc_offset: ±HH:MM` when not UTC) for calendar windows (and a
     /// `concurrency …` line per concurrency rule); an unlimited rule prints as upstream's,
     /// `unit=UNKNOWN requests_per_unit=0`; sorted.
     pub fn describe(&self) -> Vec<String> {
@@ -241,8 +243,15 @@ impl Rules {
                                 "{}: unit={} requests_per_unit={}, {flags}",
                                 node.stats_key, l.unit, l.requests_per_unit
                             );
-                            if l.algorithm != model::Algorithm::FixedWindow {
-                                line.push_str(&format!(", algorithm: {}", l.algorithm));
+                            match l.algorithm {
+                                model::Algorithm::FixedWindow => {}
+                                model::Algorithm::CalendarWindow(c) => {
+                                    line.push_str(", calendar: true");
+                                    if c.offset_minutes() != 0 {
+                                        line.push_str(&format!(", utc_offset: {c}"));
+                                    }
+                                }
+                                a => line.push_str(&format!(", algorithm: {a}")),
                             }
                             out.push(line);
                         }
