@@ -336,3 +336,65 @@ async fn on_redis_time_a_month_ends_on_the_first() {
     );
     assert!(reset <= 31 * DAY);
 }
+
+#[tokio::test]
+async fn redis_and_memory_agree_on_calendar_windows_across_the_whole_time_range() {
+    let node = RedisServer::start();
+    let clock = Arc::new(ManualClock::new(Duration::ZERO));
+    let memory = MemoryStore::new(clock.clone(), 10_000);
+    let remote = redis(&node, Some(clock.clone()), false).await;
+    // A fixed xorshift sequence: the same cases every run, spread from the epoch to 2112.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let periods = [DAY, MONTH_SECS, YEAR_SECS, 3_600, 7 * DAY];
+    let max_us = sluice::limiter::NOW_CAP_US;
+    for i in 0..300u64 {
+        let at_us = match i {
+            0 => 1, // (0 would make the script read Redis TIME)
+            1 => max_us,
+            2..=20 => next() % (3 * DAY * 1_000_000), // the first days of 1970
+            _ => next() % max_us,
+        };
+        let offset = i16::try_from(next() % 1_681).expect("small") - 840;
+        let period = periods[usize::try_from(next() % 5).expect("small")];
+        clock.set(Duration::from_micros(at_us));
+        let op = calendar(&format!("r{i}"), offset, period, 3, 1);
+        let o = both(&memory, &remote, std::slice::from_ref(&op)).await;
+        assert!(o[0].reset_after > Duration::ZERO, "{op:?} at {at_us}");
+    }
+}
+
+#[tokio::test]
+async fn redis_and_memory_agree_around_every_leap_day_and_new_year_until_2112() {
+    let node = RedisServer::start();
+    let clock = Arc::new(ManualClock::new(Duration::ZERO));
+    let memory = MemoryStore::new(clock.clone(), 10_000);
+    let remote = redis(&node, Some(clock.clone()), false).await;
+    let midnight = |y: i64, m: u32, d: u32| {
+        u64::try_from(sluice::limiter::calendar::days_from_civil(y, m, d)).expect("after 1970")
+            * DAY
+    };
+    for year in 1971..=2111 {
+        for at in [
+            midnight(year, 2, 28) + DAY - 1,
+            midnight(year, 3, 1) - 1,
+            midnight(year, 3, 1),
+            midnight(year, 1, 1) - 1,
+            midnight(year, 1, 1),
+        ] {
+            clock.set(secs(at));
+            let ops = [
+                calendar(&format!("m{at}"), 0, MONTH_SECS, 3, 1),
+                calendar(&format!("y{at}"), 0, YEAR_SECS, 3, 1),
+                calendar(&format!("e{at}"), 14 * 60, DAY, 3, 1),
+                calendar(&format!("w{at}"), -12 * 60, DAY, 3, 1),
+            ];
+            both(&memory, &remote, &ops).await;
+        }
+    }
+}
