@@ -1,5 +1,6 @@
 //! Limiting: what one counter must do ([`Op`]), what it answered ([`Outcome`]), the pure
-//! algorithms that decide, and the [`plan`] that turns a request into ops.
+//! algorithms that decide (the fixed window on epoch or [`calendar`] bounds), and the [`plan`]
+//! that turns a request into ops.
 //!
 //! Algorithms are pure functions of `(state, now, limit, hits)`: the memory store calls them
 //! directly and the Redis scripts mirror them line by line, so both stores agree.

@@ -3,7 +3,8 @@
 //!
 //! - [`unit`]: time units.
 //! - [`model`]: the validated tree (domains, nodes, limits, wildcard patterns).
-//! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors.
+//! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors; `parse_calendar` and
+//!   `parse_concurrency` read a limit's calendar window and a node's `concurrency:` map.
 //! - [`read`]: reading files safely (regular files only, never blocking, size-capped).
 //! - [`reload`]: hot reload (poll + SIGHUP), keeping the last good rules on error.
 //! - `merge`: several files of one domain merged (`MERGE_DOMAIN_CONFIG`, [`LoadOptions`]).
