@@ -398,3 +398,41 @@ async fn redis_and_memory_agree_around_every_leap_day_and_new_year_until_2112() 
         }
     }
 }
+
+#[tokio::test]
+async fn a_runtime_override_keeps_the_calendar_and_the_months_count() {
+    const TOKEN: &str = "0123456789abcdef-test-token";
+    let secrets = tempfile::tempdir().expect("tempdir");
+    let token_file = secrets.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    let path = token_file.to_string_lossy().to_string();
+    let s = TestServer::start(&[("b.yaml", RULES)], &["--admin-token-file", &path]).await;
+    let mut c = s.client().await;
+    let tenant = || req("budget", vec![desc(&[("tenant", "acme")])]);
+    s.clock.set(secs(FEB_1_2026 - 100));
+    for _ in 0..3 {
+        call(&mut c, tenant()).await;
+    }
+    assert_eq!(
+        status(&call(&mut c, tenant()).await),
+        (Code::OverLimit, 0, 100)
+    );
+    // Raise the budget for the rule: same unit, no algorithm named.
+    let body =
+        r#"{"rule":"budget.tenant","requests_per_unit":10,"unit":"month","ttl_seconds":3600}"#;
+    let set =
+        support::http::request(s.http, "POST", "/admin/overrides", Some(TOKEN), Some(body)).await;
+    assert!(set.status == 200 || set.status == 201, "{set:?}");
+    assert_eq!(
+        status(&call(&mut c, tenant()).await),
+        (Code::Ok, 5, 100),
+        "the month's 4 hits carry on (+1 = 5 of 10), still reset on the 1st"
+    );
+    // Another unit: that unit's calendar window, on a counter of its own.
+    let body = r#"{"rule":"budget.tenant","requests_per_unit":2,"unit":"day","ttl_seconds":3600}"#;
+    let set =
+        support::http::request(s.http, "POST", "/admin/overrides", Some(TOKEN), Some(body)).await;
+    assert!(set.status == 200 || set.status == 201, "{set:?}");
+    assert_eq!(status(&call(&mut c, tenant()).await), (Code::Ok, 1, 100));
+    s.stop().await;
+}
