@@ -3,7 +3,8 @@
 -- exactly what lua/limiter.lua does for such a call (its mode 0 fast path, and its general
 -- path when INCRBY refuses a value) without that script's per-call setup;
 -- src/store/redis.rs picks it, and tests/store_equivalence.rs compares the Redis store with
--- the memory store whichever script ran. Same KEYS/ARGV layout and results as limiter.lua.
+-- the memory store whichever script ran. Same KEYS/ARGV layout and results as limiter.lua
+-- (epoch windows only: a calendar window, algorithm 5, always takes limiter.lua).
 
 local floor, max, min = math.floor, math.max, math.min
 local NOW_CAP = 4503599627370496 -- 2^52
@@ -34,7 +35,7 @@ end
 
 local out = {}
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 6
+  local b = 2 + (i - 1) * 7
   local limit = count(ARGV[b + 2], MAX_COUNT)
   local period = max(1, count(ARGV[b + 3], MAX_PERIOD))
   local hits = count(ARGV[b + 5], MAX_COUNT)

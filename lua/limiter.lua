@@ -11,8 +11,9 @@
 --          fit, else charge none); 2 dry run (decide, write nothing); 3 all-or-nothing
 --          probe (write nothing; keys that would fit are reported as a check, hits 0);
 --          4 reset (delete every key's state: the admin API's counter reset; returns nothing)
--- then 6 arguments per key: algorithm (1 fixed_window, 2 sliding_window, 3 sliding_log,
---          4 token_bucket), limit, period (s), burst, hits, refund (0/1)
+-- then 7 arguments per key: algorithm (1 fixed_window, 2 sliding_window, 3 sliding_log,
+--          4 token_bucket, 5 fixed_window on calendar bounds), limit, period (s), burst,
+--          hits, refund (0/1), UTC offset (s, calendar windows only; else 0)
 -- Returns 6 integers per key: allowed (0/1), remaining, reset_after_us, retry_after_us,
 --          used_before, used_after.
 --
@@ -40,6 +41,8 @@ local TIME_CAP = 1125899906842624 -- 2^50
 local S = 1000000 -- sliding-window weight steps per period
 local MAX_COUNT = 4294967295 -- the most hits any limit admits
 local MAX_PERIOD = 31536000 -- the longest period (s); longer ones are clamped to it
+local MONTH, YEAR, DAY = 2592000, 31536000, 86400 -- a calendar window's civil month and year
+local MAX_OFFSET = 50400 -- a calendar's UTC offset is within +-14:00
 
 local now = tonumber(ARGV[1]) or 0
 -- Keys outlive their state by this much (ms). Only when time is injected (tests): Redis
@@ -81,11 +84,77 @@ local function expire_in(key, us)
 end
 
 ---------------------------------------------------------------------------------------------
+-- Calendar bounds (src/limiter/calendar.rs): proleptic Gregorian dates <-> days since
+-- 1970-01-01, counted in 400-year eras of years that start on 1 March. All integers here are
+-- below 2^40: floor(a / b) is exact.
+
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- Year and month of `days` since 1970-01-01.
+local function civil_from_days(days)
+  local z = days + 719468
+  local era = floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
+  local m = mp + 3
+  if mp >= 10 then m = mp - 9 end
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+
+-- The calendar window holding now_s: a civil month or year, else whole periods from the
+-- epoch's local midnight; `off` seconds east of UTC. The start is clamped at 0.
+local function calendar_bounds(period, off, now_s)
+  local t = now_s + off
+  local first, stop
+  if period == MONTH or period == YEAR then
+    local days = floor(t / DAY)
+    local y, m = civil_from_days(days)
+    if period == YEAR then
+      first, stop = days_from_civil(y, 1, 1), days_from_civil(y + 1, 1, 1)
+    elseif m == 12 then
+      first, stop = days_from_civil(y, 12, 1), days_from_civil(y + 1, 1, 1)
+    else
+      first, stop = days_from_civil(y, m, 1), days_from_civil(y, m + 1, 1)
+    end
+    first, stop = first * DAY - off, stop * DAY - off
+  else
+    first = t - t % period - off
+    stop = first + period
+  end
+  return max(0, first), stop
+end
+
+---------------------------------------------------------------------------------------------
 -- Fixed window (envoyproxy/ratelimit's): key `<key>_<window start s>`, every hit counted.
+-- Returns the window's start, now (s) and the window's end.
 
 local function fixed_window_of(op)
   local now_s = floor(now / 1000000)
-  return now_s - now_s % op.period, now_s
+  if op.cal then
+    local first, stop = calendar_bounds(op.period, op.offset, now_s)
+    return first, now_s, stop
+  end
+  local first = now_s - now_s % op.period
+  return first, now_s, first + op.period
+end
+
+-- How long a new window's key lives (ms): upstream's whole period for epoch windows, to the
+-- end of the window for calendar ones (plus the test slack).
+local function fixed_ttl(op, stop)
+  if op.cal then return max(1, ceil_div(stop * 1000000 - now, 1000)) + slack end
+  return op.period * 1000 + slack
 end
 
 local function fixed_load(op)
@@ -93,15 +162,15 @@ local function fixed_load(op)
   local k = op.key .. '_' .. int(window)
   local v = read('GET', k)
   return { algo = 1, key = op.key, window = window, count = count(v, COUNTER_CAP),
-           exists = tonumber(v) ~= nil, period = op.period }
+           exists = tonumber(v) ~= nil }
 end
 
 local function fixed_decide(st, op)
-  local window, now_s = fixed_window_of(op)
+  local window, now_s, stop = fixed_window_of(op)
   if st.window ~= window then
     st.window, st.count, st.exists = window, 0, false
   end
-  st.period = op.period
+  st.ttl = fixed_ttl(op, stop)
   local before = min(st.count, COUNTER_CAP)
   local after
   if op.refund then
@@ -112,7 +181,7 @@ local function fixed_decide(st, op)
   st.count = after
   if after ~= before then st.dirty = true end
   local allowed = op.refund or after <= op.limit
-  local reset = (op.period - now_s % op.period) * 1000000
+  local reset = (stop - now_s) * 1000000
   local remaining = 0
   if allowed then remaining = op.limit - min(op.limit, after) end
   return { allowed and 1 or 0, remaining, reset, allowed and 0 or reset, before, after }
@@ -123,7 +192,7 @@ local function fixed_store(st)
   if st.exists then
     redis.call('SET', k, int(st.count), 'KEEPTTL')
   else
-    redis.call('SET', k, int(st.count), 'PX', int(st.period * 1000 + slack))
+    redis.call('SET', k, int(st.count), 'PX', int(st.ttl))
   end
 end
 
@@ -362,9 +431,14 @@ local mode = tonumber(ARGV[2])
 
 local ops = {}
 for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 6
+  local b = 2 + (i - 1) * 7
   local algo = tonumber(ARGV[b + 1])
+  -- A calendar window (5) is the fixed window (1) with calendar bounds.
+  local cal = algo == 5
+  if cal then algo = 1 end
   if algo ~= 1 and algo ~= 2 and algo ~= 3 then algo = 4 end
+  local offset = tonumber(ARGV[b + 7]) or 0
+  if offset ~= offset then offset = 0 end
   ops[i] = {
     key = KEYS[i],
     algo = algo,
@@ -373,6 +447,8 @@ for i = 1, #KEYS do
     burst = count(ARGV[b + 4], MAX_COUNT),
     hits = count(ARGV[b + 5], MAX_COUNT),
     refund = ARGV[b + 6] == '1',
+    cal = cal,
+    offset = min(max(floor(offset), -MAX_OFFSET), MAX_OFFSET),
   }
 end
 
@@ -404,7 +480,7 @@ end
 -- COUNTER_CAP, a stored value below 0 counts as 0). A refund, a check, a repeated key or a
 -- value INCRBY refuses (not an integer, another type, overflow) takes the general path.
 local function fixed_incr(op)
-  local window, now_s = fixed_window_of(op)
+  local window, now_s, stop = fixed_window_of(op)
   local k = op.key .. '_' .. int(window)
   local raw = redis.pcall('INCRBY', k, int(op.hits))
   if type(raw) ~= 'number' then return nil end
@@ -416,10 +492,10 @@ local function fixed_incr(op)
     redis.call('SET', k, int(after), 'KEEPTTL')
   else
     after = raw
-    if before == 0 then redis.call('PEXPIRE', k, int(op.period * 1000 + slack)) end
+    if before == 0 then redis.call('PEXPIRE', k, int(fixed_ttl(op, stop))) end
   end
   local allowed = after <= op.limit
-  local reset = (op.period - now_s % op.period) * 1000000
+  local reset = (stop - now_s) * 1000000
   local remaining = 0
   if allowed then remaining = op.limit - min(op.limit, after) end
   return { allowed and 1 or 0, remaining, reset, allowed and 0 or reset, before, after }
@@ -461,7 +537,8 @@ elseif mode == 3 or mode == 1 then
   for i, op in ipairs(ops) do
     if results[i][1] == 1 then
       local check = { key = op.key, algo = op.algo, limit = op.limit, period = op.period,
-                      burst = op.burst, hits = 0, refund = false }
+                      burst = op.burst, hits = 0, refund = false, cal = op.cal,
+                      offset = op.offset }
       local r = decide(load(check), check)
       r[1], r[4] = 1, 0
       results[i] = r

@@ -13,7 +13,11 @@
 //! - `#o`: a runtime override that counts on its own counter (another unit or algorithm);
 //! - `#w`, `#l`, `#b`: the sliding window, sliding log and token bucket (the fixed window has
 //!   none, keeping upstream's key), so a rule that changes algorithm starts a fresh counter
-//!   instead of reading another algorithm's state.
+//!   instead of reading another algorithm's state;
+//! - `#cal` (UTC) or `#cal+HHMM` / `#cal-HHMM`: a calendar window (`calendar: true`), so a rule
+//!   switched from upstream's 30-day month to calendar months (or to another offset) never
+//!   inherits the old count. Redis appends the window's start as for every fixed window
+//!   (`…_#cal_<start of the month>`), so two months never share a counter either.
 //!
 //! A key longer than [`MAX_KEY_BYTES`] is replaced by `<domain>_#h<SHA-256 of the full key>`
 //! (or `#h<…>` alone when the domain itself is long), so a counter costs a bounded number of
@@ -139,6 +143,15 @@ fn finish(mut key: String, domain_len: usize, slot: CounterSlot) -> String {
     }
     match slot.algorithm {
         Algorithm::FixedWindow => {}
+        Algorithm::CalendarWindow(calendar) => {
+            key.push_str("_#cal");
+            let minutes = calendar.offset_minutes();
+            if minutes != 0 {
+                let sign = if minutes < 0 { '-' } else { '+' };
+                let m = minutes.unsigned_abs();
+                let _ = write!(key, "{sign}{:02}{:02}", m / 60, m % 60);
+            }
+        }
         Algorithm::SlidingWindow => key.push_str("_#w"),
         Algorithm::SlidingLog => key.push_str("_#l"),
         Algorithm::TokenBucket => key.push_str("_#b"),
@@ -212,6 +225,7 @@ pub fn detailed_stats_key<'e>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limiter::calendar::Calendar;
 
     fn slot(index: usize) -> CounterSlot {
         CounterSlot {
@@ -259,6 +273,27 @@ mod tests {
     }
 
     #[test]
+    fn calendar_windows_get_their_own_counters() {
+        let calendar = |minutes| Algorithm::CalendarWindow(Calendar::new(minutes).expect("offset"));
+        let mut s = slot(0);
+        let fixed = key("d", &[("k", "v")], s);
+        s.algorithm = calendar(0);
+        assert_eq!(key("d", &[("k", "v")], s), "d_k_v_#cal");
+        assert_ne!(fixed, key("d", &[("k", "v")], s));
+        s.algorithm = calendar(120);
+        assert_eq!(key("d", &[("k", "v")], s), "d_k_v_#cal+0200");
+        s.algorithm = calendar(-330);
+        assert_eq!(key("d", &[("k", "v")], s), "d_k_v_#cal-0530");
+        s.index = 1;
+        assert_eq!(key("d", &[("k", "v")], s), "d_k_v_#2_#cal-0530");
+        assert_ne!(
+            key("d", &[("k", "v")], s),
+            key("d", &[("k", "v_#2_#cal-0530")], slot(0)),
+            "a value cannot pose as a calendar counter"
+        );
+    }
+
+    #[test]
     fn long_keys_are_hashed_to_a_bounded_size() {
         let long = "x".repeat(100_000);
         let k = key("d", &[("k", &long)], slot(0));
@@ -271,13 +306,24 @@ mod tests {
     }
 
     fn component() -> impl proptest::strategy::Strategy<Value = String> {
-        proptest::string::string_regex("[a-c_#%:{}2ob]{0,6}").expect("regex")
+        proptest::string::string_regex("[a-c_#%:{}2obl+035-]{0,6}").expect("regex")
     }
 
     type Input = (String, Vec<(String, String)>, usize, bool, u8);
 
+    /// The algorithms the property test draws from: the four by name and calendar windows at
+    /// three offsets (UTC, east, west).
+    fn algorithm_of(n: u8) -> Algorithm {
+        match n % 7 {
+            i @ 0..=3 => Algorithm::ALL[usize::from(i)],
+            4 => Algorithm::CalendarWindow(Calendar::UTC),
+            5 => Algorithm::CalendarWindow(Calendar::new(120).expect("offset")),
+            _ => Algorithm::CalendarWindow(Calendar::new(-330).expect("offset")),
+        }
+    }
+
     fn encode((domain, entries, index, own, algorithm): &Input) -> String {
-        let algorithm = Algorithm::ALL[usize::from(*algorithm) % 4];
+        let algorithm = algorithm_of(*algorithm);
         CounterBase::with_entries(
             domain,
             entries.iter().map(|(k, v)| (k.as_str(), v.as_str())),
@@ -296,11 +342,11 @@ mod tests {
         /// counters never share a key.
         #[test]
         fn different_counters_never_share_a_key(
-            a in (component(), proptest::collection::vec((component(), component()), 1..4), 0usize..3, proptest::bool::ANY, 0u8..4),
-            b in (component(), proptest::collection::vec((component(), component()), 1..4), 0usize..3, proptest::bool::ANY, 0u8..4),
+            a in (component(), proptest::collection::vec((component(), component()), 1..4), 0usize..3, proptest::bool::ANY, 0u8..7),
+            b in (component(), proptest::collection::vec((component(), component()), 1..4), 0usize..3, proptest::bool::ANY, 0u8..7),
         ) {
             let (ka, kb) = (encode(&a), encode(&b));
-            let same_input = a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3 && a.4 % 4 == b.4 % 4;
+            let same_input = a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3 && a.4 % 7 == b.4 % 7;
             proptest::prop_assert_eq!(ka == kb, same_input, "{} vs {}", ka, kb);
         }
     }

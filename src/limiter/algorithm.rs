@@ -1,5 +1,6 @@
 //! The counting algorithms a limit may use, by name.
 
+use crate::limiter::calendar::Calendar;
 use std::fmt;
 
 /// How a limit counts. `fixed_window` is envoyproxy/ratelimit's algorithm and the default.
@@ -7,6 +8,11 @@ use std::fmt;
 pub enum Algorithm {
     /// One counter per window `floor(now / unit)`; a denied hit still counts (as upstream).
     FixedWindow,
+    /// The fixed window on civil boundaries (`calendar: true`): a UTC calendar month or year,
+    /// or a day from local midnight at the calendar's UTC offset ([`crate::limiter::calendar`]).
+    /// Counts exactly as [`Algorithm::FixedWindow`]; only where windows start differs, so it
+    /// has a counter key of its own ([`crate::keys`]) and never inherits a 30-day count.
+    CalendarWindow(Calendar),
     /// Two counters (previous and current window), the previous weighted by its overlap.
     SlidingWindow,
     /// One timestamp per admitted hit; exact, costs memory per hit.
@@ -16,7 +22,8 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// Every algorithm, for error messages.
+    /// Every algorithm a rule can name with `algorithm:` (the calendar window is
+    /// `fixed_window` with `calendar: true`), for parsing and error messages.
     pub const ALL: [Algorithm; 4] = [
         Algorithm::FixedWindow,
         Algorithm::SlidingWindow,
@@ -24,10 +31,10 @@ impl Algorithm {
         Algorithm::TokenBucket,
     ];
 
-    /// The name used in rule files.
+    /// The name used in rule files (a calendar window is a `fixed_window`).
     pub fn name(self) -> &'static str {
         match self {
-            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::FixedWindow | Algorithm::CalendarWindow(_) => "fixed_window",
             Algorithm::SlidingWindow => "sliding_window",
             Algorithm::SlidingLog => "sliding_log",
             Algorithm::TokenBucket => "token_bucket",
@@ -37,6 +44,19 @@ impl Algorithm {
     /// Parses a rule file's `algorithm` (exact, lower case).
     pub fn parse(s: &str) -> Option<Algorithm> {
         Algorithm::ALL.into_iter().find(|a| a.name() == s)
+    }
+
+    /// Whether it counts with the fixed window (on epoch or calendar boundaries).
+    pub fn is_fixed_window(self) -> bool {
+        matches!(self, Algorithm::FixedWindow | Algorithm::CalendarWindow(_))
+    }
+
+    /// The calendar of a calendar window.
+    pub fn calendar(self) -> Option<Calendar> {
+        match self {
+            Algorithm::CalendarWindow(c) => Some(c),
+            _ => None,
+        }
     }
 }
 

@@ -4,12 +4,29 @@
 //! a request is OVER_LIMIT iff the count after adding its hits exceeds the limit. The reset time
 //! is whole seconds to the end of the window, as upstream computes it.
 //!
+//! With `calendar: true` ([`Algorithm::CalendarWindow`]) the windows are civil months, years or
+//! days at a UTC offset ([`crate::limiter::calendar`]); everything else is the same, and the
+//! reset is whole seconds to the next calendar boundary.
+//!
 //! The count saturates at [`COUNTER_CAP`] (2⁵²), in both stores: max-hit requests in a
 //! year-long window can neither overflow Redis (`INCRBY` fails at 2⁶³; the script uses `SET`)
 //! nor leave the range where a Lua double counts exactly. Time is clamped by [`now_micros`].
 
-use crate::limiter::{now_micros, period_secs, Op, Outcome, COUNTER_CAP};
+use crate::limiter::{now_micros, period_secs, Algorithm, Op, Outcome, COUNTER_CAP};
 use std::time::Duration;
+
+/// The window of `op` holding `now_s` (seconds since the epoch): `(start, end)`, with
+/// `start <= now_s < end`. Upstream's `floor(now / unit)` windows, or calendar ones.
+pub fn window_of(op: &Op, now_s: u64) -> (u64, u64) {
+    let period = period_secs(op);
+    match op.algorithm {
+        Algorithm::CalendarWindow(calendar) => calendar.window(period, now_s),
+        _ => {
+            let start = now_s - now_s % period;
+            (start, start + period)
+        }
+    }
+}
 
 /// The stored state of one fixed-window counter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,9 +40,8 @@ pub struct FixedWindow {
 impl FixedWindow {
     /// Charges (or checks, or refunds) `op.hits` at `now`.
     pub fn decide(&mut self, now: Duration, op: &Op) -> Outcome {
-        let period = period_secs(op);
         let now_s = now_micros(now) / 1_000_000;
-        let window = now_s - now_s % period;
+        let (window, end) = window_of(op, now_s);
         if self.window != window {
             *self = FixedWindow { window, count: 0 };
         }
@@ -38,7 +54,7 @@ impl FixedWindow {
         };
         let limit = u64::from(op.requests_per_unit);
         let allowed = op.refund || self.count <= limit;
-        let reset_after = Duration::from_secs(period - now_s % period);
+        let reset_after = Duration::from_secs(end - now_s);
         Outcome {
             allowed,
             remaining: remaining(limit, self.count, allowed),
@@ -52,7 +68,7 @@ impl FixedWindow {
 
     /// When this state stops mattering: the end of its window.
     pub fn expires_at(&self, op: &Op) -> Duration {
-        Duration::from_secs(self.window.saturating_add(op.period_secs.max(1)))
+        Duration::from_secs(window_of(op, self.window).1)
     }
 }
 
@@ -66,7 +82,7 @@ fn remaining(limit: u64, count: u64, allowed: bool) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rules::model::Algorithm;
+    use crate::limiter::calendar::{days_from_civil, Calendar, MONTH_SECS};
 
     fn op(limit: u32, period: u64, hits: u32) -> Op {
         Op {
@@ -158,6 +174,75 @@ mod tests {
             (COUNTER_CAP - 1, COUNTER_CAP)
         );
         assert_eq!(s.decide(now, &big).used_after, COUNTER_CAP);
+    }
+
+    fn calendar_op(limit: u32, period: u64, offset_minutes: i16, hits: u32) -> Op {
+        Op {
+            algorithm: Algorithm::CalendarWindow(Calendar::new(offset_minutes).expect("offset")),
+            ..op(limit, period, hits)
+        }
+    }
+
+    fn midnight(y: i64, m: u32, d: u32) -> u64 {
+        u64::try_from(days_from_civil(y, m, d)).expect("after 1970") * 86_400
+    }
+
+    #[test]
+    fn a_calendar_month_resets_exactly_on_the_first() {
+        let mut s = FixedWindow::default();
+        let feb1 = midnight(2026, 2, 1);
+        let month = calendar_op(3, MONTH_SECS, 0, 3);
+        let o = s.decide(Duration::from_millis(feb1 * 1000 - 1_500), &month);
+        assert!(o.allowed);
+        assert_eq!(
+            o.reset_after,
+            Duration::from_secs(2),
+            "whole seconds, as upstream"
+        );
+        assert_eq!(s.window, midnight(2026, 1, 1));
+        assert_eq!(s.expires_at(&month), Duration::from_secs(feb1));
+        let o = s.decide(
+            Duration::from_millis(feb1 * 1000 - 1),
+            &calendar_op(3, MONTH_SECS, 0, 1),
+        );
+        assert!(!o.allowed);
+        assert_eq!(o.reset_after, Duration::from_secs(1));
+        let o = s.decide(Duration::from_secs(feb1), &month);
+        assert!(o.allowed, "a new month starts from zero");
+        assert_eq!((o.used_before, o.remaining), (0, 0));
+        assert_eq!(o.reset_after, Duration::from_secs(28 * 86_400));
+        assert_eq!(
+            s.expires_at(&month),
+            Duration::from_secs(midnight(2026, 3, 1))
+        );
+    }
+
+    #[test]
+    fn a_calendar_day_starts_at_local_midnight() {
+        let mut s = FixedWindow::default();
+        // 23:59:59 at +05:30 is 18:29:59 UTC.
+        let local_midnight = midnight(2026, 3, 2) - 5 * 3_600 - 1_800;
+        let day = calendar_op(1, 86_400, 330, 1);
+        let o = s.decide(Duration::from_secs(local_midnight - 1), &day);
+        assert_eq!((o.allowed, o.reset_after), (true, Duration::from_secs(1)));
+        let o = s.decide(Duration::from_secs(local_midnight), &day);
+        assert_eq!(
+            (o.allowed, o.reset_after),
+            (true, Duration::from_secs(86_400))
+        );
+        assert_eq!(s.window, local_midnight);
+    }
+
+    #[test]
+    fn the_default_month_stays_thirty_days_from_the_epoch() {
+        let mut s = FixedWindow::default();
+        let now = midnight(2026, 2, 1);
+        let o = s.decide(Duration::from_secs(now), &op(1, MONTH_SECS, 1));
+        assert_eq!(s.window, now - now % MONTH_SECS);
+        assert_eq!(
+            o.reset_after,
+            Duration::from_secs(MONTH_SECS - now % MONTH_SECS)
+        );
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Limiting: what one counter must do ([`Op`]), what it answered ([`Outcome`]), the pure
-//! algorithms that decide, and the [`plan`] that turns a request into ops.
+//! algorithms that decide (the fixed window on epoch or [`calendar`] bounds), and the [`plan`]
+//! that turns a request into ops.
 //!
 //! Algorithms are pure functions of `(state, now, limit, hits)`: the memory store calls them
 //! directly and the Redis scripts mirror them line by line, so both stores agree.
 
 pub mod algorithm;
+pub mod calendar;
 pub mod fixed_window;
 pub mod plan;
 pub mod sliding_log;
@@ -28,7 +30,9 @@ pub struct Op {
     pub algorithm: Algorithm,
     /// Hits admitted per period.
     pub requests_per_unit: u32,
-    /// The window (or refill period) in seconds.
+    /// The window (or refill period) in seconds: the unit's length. A calendar window reads
+    /// the month's and the year's lengths as the civil month and year
+    /// ([`calendar::Calendar::window`]).
     pub period_secs: u64,
     /// Token-bucket capacity (ignored by the other algorithms).
     pub burst: u32,

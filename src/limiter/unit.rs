@@ -1,7 +1,8 @@
 //! Time units of a limit, as envoyproxy/ratelimit defines them.
 //!
 //! Windows are whole numbers of seconds aligned to the Unix epoch: a week starts on a Thursday,
-//! a month is 30 days and a year 365 days, exactly as the reference service counts them.
+//! a month is 30 days and a year 365 days, exactly as the reference service counts them —
+//! unless a fixed-window limit opts into calendar windows ([`crate::limiter::calendar`]).
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as PbUnit;
 use std::fmt;

@@ -3,7 +3,8 @@
 //!
 //! - [`unit`]: time units.
 //! - [`model`]: the validated tree (domains, nodes, limits, wildcard patterns).
-//! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors.
+//! - [`parse`]: YAML → [`model::Domain`], with file/path/reason errors; `parse_calendar` and
+//!   `parse_concurrency` read a limit's calendar window and a node's `concurrency:` map.
 //! - [`read`]: reading files safely (regular files only, never blocking, size-capped).
 //! - [`reload`]: hot reload (poll + SIGHUP), keeping the last good rules on error.
 //! - `merge`: several files of one domain merged (`MERGE_DOMAIN_CONFIG`, [`LoadOptions`]).
@@ -12,6 +13,7 @@
 mod merge;
 pub mod model;
 pub mod parse;
+mod parse_calendar;
 mod parse_concurrency;
 pub mod read;
 pub mod reload;
@@ -215,7 +217,8 @@ impl Rules {
 
     /// One line per limit, upstream's `/rlconfig` format:
     /// `<stats key>: unit=<UNIT> requests_per_unit=<n>, shadow_mode: <b>, quota_mode: <b>`,
-    /// plus `, algorithm: <a>` for limits that do not count with the fixed window (and a
+    /// plus `, algorithm: <a>` for limits that do not count with the fixed window,
+    /// `, calendar: true` (and `, utc_offset: ±HH:MM` when not UTC) for calendar windows (and a
     /// `concurrency …` line per concurrency rule); an unlimited rule prints as upstream's,
     /// `unit=UNKNOWN requests_per_unit=0`; sorted.
     pub fn describe(&self) -> Vec<String> {
@@ -241,8 +244,15 @@ impl Rules {
                                 "{}: unit={} requests_per_unit={}, {flags}",
                                 node.stats_key, l.unit, l.requests_per_unit
                             );
-                            if l.algorithm != model::Algorithm::FixedWindow {
-                                line.push_str(&format!(", algorithm: {}", l.algorithm));
+                            match l.algorithm {
+                                model::Algorithm::FixedWindow => {}
+                                model::Algorithm::CalendarWindow(c) => {
+                                    line.push_str(", calendar: true");
+                                    if c.offset_minutes() != 0 {
+                                        line.push_str(&format!(", utc_offset: {c}"));
+                                    }
+                                }
+                                a => line.push_str(&format!(", algorithm: {a}")),
                             }
                             out.push(line);
                         }

@@ -26,7 +26,8 @@ const DESCRIPTOR_KEYS: &[&str] = &[
     "metadata",
     "concurrency",
 ];
-/// Keys a `rate_limit` may contain (upstream's plus `algorithm` and `burst`).
+/// Keys a `rate_limit` may contain (upstream's plus `algorithm`, `burst` and the calendar
+/// window's `calendar` and `utc_offset`, read by `parse_calendar`).
 const LIMIT_KEYS: &[&str] = &[
     "unit",
     "requests_per_unit",
@@ -35,6 +36,8 @@ const LIMIT_KEYS: &[&str] = &[
     "replaces",
     "algorithm",
     "burst",
+    "calendar",
+    "utc_offset",
 ];
 
 /// Parses the text of one rule file. `file` only labels errors.
@@ -360,6 +363,7 @@ impl Parser<'_> {
                     "should not specify rate limit unit when unlimited",
                 ));
             }
+            self.no_calendar(m, path)?;
             // Upstream honours (and validates) the `replaces` of an unlimited limit too.
             let replaces = self.replaces(m, path, self.name(m, path)?.as_deref())?;
             return Ok(Parsed::Unlimited { replaces });
@@ -398,6 +402,7 @@ impl Parser<'_> {
             Some(b) => b,
             None => requests_per_unit,
         };
+        let algorithm = self.calendar(m, path, unit, algorithm)?;
         let replaces = self.replaces(m, path, name.as_deref())?;
         Ok(Parsed::Limit(Limit {
             name,

@@ -108,25 +108,30 @@ enum State {
 impl State {
     fn new(algorithm: Algorithm) -> State {
         match algorithm {
-            Algorithm::FixedWindow => State::Fixed(FixedWindow::default()),
+            // A calendar window counts as the fixed window; only its window bounds differ.
+            Algorithm::FixedWindow | Algorithm::CalendarWindow(_) => {
+                State::Fixed(FixedWindow::default())
+            }
             Algorithm::SlidingWindow => State::Sliding(SlidingWindow::default()),
             Algorithm::SlidingLog => State::Log(Box::default()),
             Algorithm::TokenBucket => State::Bucket(TokenBucket::default()),
         }
     }
 
-    fn algorithm(&self) -> Algorithm {
+    /// Whether this state is the shape `algorithm` keeps (a fixed-window count serves both
+    /// window kinds: a state of another window simply starts afresh at its next decision).
+    fn holds(&self, algorithm: Algorithm) -> bool {
         match self {
-            State::Fixed(_) => Algorithm::FixedWindow,
-            State::Sliding(_) => Algorithm::SlidingWindow,
-            State::Log(_) => Algorithm::SlidingLog,
-            State::Bucket(_) => Algorithm::TokenBucket,
+            State::Fixed(_) => algorithm.is_fixed_window(),
+            State::Sliding(_) => algorithm == Algorithm::SlidingWindow,
+            State::Log(_) => algorithm == Algorithm::SlidingLog,
+            State::Bucket(_) => algorithm == Algorithm::TokenBucket,
         }
     }
 
     /// Runs the op's algorithm; returns the outcome and when the state expires (ms).
     fn decide(&mut self, now: Duration, op: &Op) -> (Outcome, u64) {
-        if self.algorithm() != op.algorithm {
+        if !self.holds(op.algorithm) {
             // The rule changed algorithm on reload: start afresh.
             *self = State::new(op.algorithm);
         }

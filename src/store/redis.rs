@@ -355,6 +355,7 @@ impl RedisStore {
         let now = self.clock.as_ref().map_or(0, |c| {
             u64::try_from(c.now().as_micros()).unwrap_or(u64::MAX)
         });
+        // Calendar windows take the general script (their bounds are computed there only).
         let plain = mode == Mode::Each
             && idx.iter().enumerate().all(|(n, &i)| {
                 let op = &ops[i];
@@ -378,7 +379,8 @@ impl RedisStore {
                 .arg(op.period_secs.max(1))
                 .arg(op.burst)
                 .arg(op.hits)
-                .arg(u8::from(op.refund));
+                .arg(u8::from(op.refund))
+                .arg(op.algorithm.calendar().map_or(0, |c| c.offset_secs()));
         }
         let values: Vec<i64> = tokio::time::timeout(budget, s.conn.invoke(&inv))
             .await
@@ -561,9 +563,12 @@ impl Drop for RedisStore {
     }
 }
 
+/// The script's algorithm number (a calendar window is 5: the fixed window with calendar
+/// bounds; its UTC offset travels as the op's seventh argument).
 fn algorithm_code(a: Algorithm) -> u8 {
     match a {
         Algorithm::FixedWindow => 1,
+        Algorithm::CalendarWindow(_) => 5,
         Algorithm::SlidingWindow => 2,
         Algorithm::SlidingLog => 3,
         Algorithm::TokenBucket => 4,
