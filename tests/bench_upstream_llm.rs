@@ -7,36 +7,12 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use support::envoy::{http_request, wait_for, Proc, Response};
+use support::envoy::{http_request, start_upstream_with, Response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Starts the upstream with `flags` on a kernel-chosen loopback port.
-async fn start(dir: &Path, flags: &[&str]) -> (Proc, SocketAddr) {
-    let mut upstream = Proc::spawn(
-        "upstream",
-        Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
-            .args(["upstream", "--addr", "127.0.0.1:0"])
-            .args(flags),
-        dir,
-    );
-    let log = dir.join("upstream.log");
-    let addr = wait_for("the upstream to listen", &mut [&mut upstream], move || {
-        let addr = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.split("listening grpc=").nth(1))
-            .and_then(|a| a.trim().parse().ok());
-        async move { addr }
-    })
-    .await;
-    (upstream, addr)
-}
 
 async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
     let body = (!body.is_empty()).then_some(body);
@@ -63,7 +39,7 @@ fn usage_headers(r: &Response) -> (u64, u64, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_is_in_the_headers_and_the_body() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_upstream, addr) = start(dir.path(), &["--usage-ratio", "0.25"]).await;
+    let (_upstream, addr) = start_upstream_with(dir.path(), &["--usage-ratio", "0.25"]).await;
 
     let body =
         r#"{"model":"gpt-test","max_tokens":100,"messages":[{"role":"user","content":"hi"}]}"#;
@@ -104,7 +80,7 @@ async fn usage_is_in_the_headers_and_the_body() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_takes_its_time_and_ends_with_done() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_upstream, addr) = start(dir.path(), &["--usage-ratio", "0.25"]).await;
+    let (_upstream, addr) = start_upstream_with(dir.path(), &["--usage-ratio", "0.25"]).await;
     let body = r#"{"max_tokens":40,"stream":true}"#;
     let started = Instant::now();
     let r = post(
@@ -147,7 +123,7 @@ async fn a_stream_takes_its_time_and_ends_with_done() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_headers_arrive_before_the_stream_ends() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (_upstream, addr) = start(dir.path(), &["--stream-ms", "3000"]).await;
+    let (_upstream, addr) = start_upstream_with(dir.path(), &["--stream-ms", "3000"]).await;
     let mut socket = TcpStream::connect(addr).await.expect("connect");
     let request = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-max-tokens: 8\r\n\
                    Content-Length: 0\r\nConnection: close\r\n\r\n";
@@ -196,7 +172,7 @@ type Refused<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str, Option<&'a str>)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut upstream, addr) = start(dir.path(), &[]).await;
+    let (mut upstream, addr) = start_upstream_with(dir.path(), &[]).await;
     let cases: [Refused; 7] = [
         (&[], "{not json", "not JSON", None),
         (&[], "[1,2]", "JSON object", None),

@@ -15,73 +15,14 @@ use support::*;
 const RULES: &str =
     "domain: tls\ndescriptors:\n  - {key: k, rate_limit: {unit: day, requests_per_unit: 2}}\n";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("openssl must be installed (scripts/test installs it)")
-        .success();
-    assert!(ok, "openssl {args:?}");
-}
-
-/// A CA and a server certificate for 127.0.0.1.
+/// A CA (`ca.crt`) and a server certificate for 127.0.0.1 (`server.crt`, `server.key`).
 fn certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=sluice-test-ca",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").expect("ext.cnf");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
+    let ca = support::certs::Ca::new(dir, "ca", "sluice-test-ca");
+    ca.leaf(
+        "server",
+        "127.0.0.1",
+        &["IP:127.0.0.1"],
+        support::certs::KeyKind::RsaPkcs8,
     );
 }
 

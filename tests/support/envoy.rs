@@ -223,13 +223,16 @@ impl Drop for Backend {
 /// Starts `sluice-bench upstream` (the slow upstream: each response as late as the request's
 /// `x-delay-ms` header says) on a kernel-chosen loopback port; the process and its address.
 pub async fn start_upstream(dir: &Path) -> (Proc, SocketAddr) {
+    start_upstream_with(dir, &[]).await
+}
+
+/// [`start_upstream`] with extra flags (`--usage-ratio 0.25`, `--stream-ms 500`, …).
+pub async fn start_upstream_with(dir: &Path, flags: &[&str]) -> (Proc, SocketAddr) {
     let mut upstream = Proc::spawn(
         "upstream",
-        Command::new(env!("CARGO_BIN_EXE_sluice-bench")).args([
-            "upstream",
-            "--addr",
-            "127.0.0.1:0",
-        ]),
+        Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
+            .args(["upstream", "--addr", "127.0.0.1:0"])
+            .args(flags),
         dir,
     );
     let log = dir.join("upstream.log");
