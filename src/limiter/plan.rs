@@ -131,12 +131,13 @@ impl<'a, T> PerDescriptor<'a, T> {
 pub struct Plan<'a> {
     /// One entry per request descriptor, in request order.
     descriptors: Vec<Planned<'a>>,
-    /// The counters to run, descriptor by descriptor (a `Limited` descriptor owns as many
-    /// consecutive ops as it has limits: the only place the pairing lives).
+    /// The ops as the descriptors asked for them, descriptor by descriptor (a `Limited`
+    /// descriptor owns as many consecutive ops as it has limits: the only place the pairing
+    /// lives).
+    asked: Vec<Op>,
+    /// What the store runs: `asked` with each counter's charges and refunds settled into one
+    /// net op ([`settle`]); same length and order as `asked`.
     ops: Vec<Op>,
-    /// What the store runs: `ops` with each counter's charges and refunds settled into one
-    /// net op ([`settle`]); same length and order as `ops`.
-    store_ops: Vec<Op>,
 }
 
 /// The plan and the store's outcomes did not line up (a store bug, never input).
@@ -181,8 +182,8 @@ impl<'a> Plan<'a> {
     pub fn build(effective: Vec<Effective<'a>>, request: &ValidRequest<'_>) -> Plan<'a> {
         let mut plan = Plan {
             descriptors: Vec::with_capacity(effective.len()),
-            ops: Vec::with_capacity(effective.len()),
-            store_ops: Vec::new(),
+            asked: Vec::with_capacity(effective.len()),
+            ops: Vec::new(),
         };
         for (e, d) in effective.into_iter().zip(request.descriptors()) {
             let planned = match e {
@@ -192,7 +193,7 @@ impl<'a> Plan<'a> {
                 Effective::Limited { rule, limits } => {
                     let mut specs = Vec::with_capacity(limits.len());
                     for l in limits {
-                        plan.ops.push(Op {
+                        plan.asked.push(Op {
                             key: l.key,
                             algorithm: l.spec.algorithm,
                             requests_per_unit: l.spec.requests_per_unit,
@@ -211,35 +212,35 @@ impl<'a> Plan<'a> {
             };
             plan.descriptors.push(planned);
         }
-        plan.store_ops = settle(&plan.ops);
+        plan.ops = settle(&plan.asked);
         plan
     }
 
     /// The ops to run, for the store (charges and refunds of one counter settled).
     pub fn ops(&self) -> &[Op] {
-        &self.store_ops
+        &self.ops
     }
 
     /// The ops as the descriptors asked for them, before settlement.
     pub fn requested_ops(&self) -> &[Op] {
-        &self.ops
+        &self.asked
     }
 
     /// Whether no counter needs the store.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.asked.is_empty()
     }
 
     /// Pairs every op with its outcome (`outcomes[i]` answers `ops()[i]`).
     pub fn zip(self, outcomes: Vec<Outcome>) -> Result<Vec<Decided<'a>>, OutcomeMismatch> {
-        if outcomes.len() != self.store_ops.len() {
+        if outcomes.len() != self.ops.len() {
             return Err(OutcomeMismatch {
-                want: self.store_ops.len(),
+                want: self.ops.len(),
                 got: outcomes.len(),
             });
         }
         // Each descriptor is paired with the op it asked for and the outcome of its counter.
-        let mut pairs = self.ops.into_iter().zip(outcomes);
+        let mut pairs = self.asked.into_iter().zip(outcomes);
         let mut out = Vec::with_capacity(self.descriptors.len());
         for planned in self.descriptors {
             out.push(match planned {
