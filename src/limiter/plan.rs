@@ -6,6 +6,15 @@
 //! store sees the whole request's ops at once ([`Plan::ops`]: one round trip per Redis shard);
 //! [`Plan::zip`] then consumes the plan with the store's outcomes and yields, per descriptor,
 //! its [`Checked`] limits: the limit, the op and its outcome together.
+//!
+//! **Settlement.** A request that both charges and refunds one counter (Envoy's stream-done
+//! call of a token budget: the used tokens with `hits_addend`, the reservation back with
+//! `is_negative_hits`) is run as one net op on that counter: the first op of the key carries
+//! `charged - refunded` (a refund when negative) and the others become checks that read the
+//! state it left. The store therefore never sees a charge that could be denied before the
+//! refund that would have made room for it, the order of the descriptors does not matter, and
+//! a settlement never fails an all-or-nothing request because of its own charge. The
+//! descriptors keep their own ops in [`Checked::op`] (stats count the hits they asked for).
 
 use crate::limiter::unit::Unit;
 use crate::limiter::{Algorithm, Op, Outcome};
@@ -122,8 +131,12 @@ impl<'a, T> PerDescriptor<'a, T> {
 pub struct Plan<'a> {
     /// One entry per request descriptor, in request order.
     descriptors: Vec<Planned<'a>>,
-    /// The counters to run, descriptor by descriptor (a `Limited` descriptor owns as many
-    /// consecutive ops as it has limits: the only place the pairing lives).
+    /// The ops as the descriptors asked for them, descriptor by descriptor (a `Limited`
+    /// descriptor owns as many consecutive ops as it has limits: the only place the pairing
+    /// lives).
+    asked: Vec<Op>,
+    /// What the store runs: `asked` with each counter's charges and refunds settled into one
+    /// net op ([`settle`]); same length and order as `asked`.
     ops: Vec<Op>,
 }
 
@@ -169,7 +182,8 @@ impl<'a> Plan<'a> {
     pub fn build(effective: Vec<Effective<'a>>, request: &ValidRequest<'_>) -> Plan<'a> {
         let mut plan = Plan {
             descriptors: Vec::with_capacity(effective.len()),
-            ops: Vec::with_capacity(effective.len()),
+            asked: Vec::with_capacity(effective.len()),
+            ops: Vec::new(),
         };
         for (e, d) in effective.into_iter().zip(request.descriptors()) {
             let planned = match e {
@@ -179,7 +193,7 @@ impl<'a> Plan<'a> {
                 Effective::Limited { rule, limits } => {
                     let mut specs = Vec::with_capacity(limits.len());
                     for l in limits {
-                        plan.ops.push(Op {
+                        plan.asked.push(Op {
                             key: l.key,
                             algorithm: l.spec.algorithm,
                             requests_per_unit: l.spec.requests_per_unit,
@@ -198,17 +212,23 @@ impl<'a> Plan<'a> {
             };
             plan.descriptors.push(planned);
         }
+        plan.ops = settle(&plan.asked);
         plan
     }
 
-    /// The ops to run, for the store.
+    /// The ops to run, for the store (charges and refunds of one counter settled).
     pub fn ops(&self) -> &[Op] {
         &self.ops
     }
 
+    /// The ops as the descriptors asked for them, before settlement.
+    pub fn requested_ops(&self) -> &[Op] {
+        &self.asked
+    }
+
     /// Whether no counter needs the store.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.asked.is_empty()
     }
 
     /// Pairs every op with its outcome (`outcomes[i]` answers `ops()[i]`).
@@ -219,7 +239,8 @@ impl<'a> Plan<'a> {
                 got: outcomes.len(),
             });
         }
-        let mut pairs = self.ops.into_iter().zip(outcomes);
+        // Each descriptor is paired with the op it asked for and the outcome of its counter.
+        let mut pairs = self.asked.into_iter().zip(outcomes);
         let mut out = Vec::with_capacity(self.descriptors.len());
         for planned in self.descriptors {
             out.push(match planned {
@@ -237,4 +258,62 @@ impl<'a> Plan<'a> {
         }
         Ok(out)
     }
+}
+
+/// Whether two ops count on the same counter the same way (same key and limit), so that
+/// their hits may be netted.
+fn same_counter(a: &Op, b: &Op) -> bool {
+    a.key == b.key
+        && a.algorithm == b.algorithm
+        && a.requests_per_unit == b.requests_per_unit
+        && a.period_secs == b.period_secs
+        && a.burst == b.burst
+}
+
+/// `ops` with every counter that is both charged and refunded in it settled: its first op
+/// carries the net hits (`charged - refunded`, a refund when negative; capped at
+/// [`crate::limiter::MAX_HITS`]) and its other ops become checks (hits 0). Counters only
+/// charged, or only refunded, are left as they are. Quadratic in the ops of one request,
+/// which [`crate::request::RequestBounds`] bounds.
+pub fn settle(ops: &[Op]) -> Vec<Op> {
+    let mut out = ops.to_vec();
+    let mut done = vec![false; ops.len()];
+    for i in 0..ops.len() {
+        if done[i] {
+            continue;
+        }
+        let group: Vec<usize> = (i..ops.len())
+            .filter(|&j| !done[j] && same_counter(&ops[i], &ops[j]))
+            .collect();
+        for &j in &group {
+            done[j] = true;
+        }
+        let (mut charged, mut refunded) = (0u64, 0u64);
+        for &j in &group {
+            if ops[j].refund {
+                refunded += u64::from(ops[j].hits);
+            } else {
+                charged += u64::from(ops[j].hits);
+            }
+        }
+        if charged == 0 || refunded == 0 {
+            continue;
+        }
+        let (net, refund) = if charged >= refunded {
+            (charged - refunded, false)
+        } else {
+            (refunded - charged, true)
+        };
+        for (n, &j) in group.iter().enumerate() {
+            let op = &mut out[j];
+            if n == 0 {
+                op.hits = u32::try_from(net).unwrap_or(u32::MAX);
+                op.refund = refund && net > 0;
+            } else {
+                op.hits = 0;
+                op.refund = false;
+            }
+        }
+    }
+    out
 }
