@@ -10,14 +10,14 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
 use sluice::clock::{Clock, ManualClock, SystemClock};
 use sluice::limiter::calendar::{Calendar, MONTH_SECS, YEAR_SECS};
-use sluice::limiter::{Algorithm, Op, Outcome};
+use sluice::limiter::{Algorithm, Op};
 use sluice::store::memory::MemoryStore;
 use sluice::store::redis::{RedisConfig, RedisStore};
 use sluice::store::Store;
 use std::sync::Arc;
 use std::time::Duration;
 use support::http::http_get;
-use support::redis::RedisServer;
+use support::redis::{both, RedisServer};
 use support::*;
 
 const DAY: u64 = 86_400;
@@ -157,15 +157,6 @@ fn calendar(key: &str, offset_minutes: i16, period: u64, limit: u32, hits: u32) 
         hits,
         refund: false,
     }
-}
-
-/// Applies `ops` to both stores; they must answer alike, and Redis without failing.
-async fn both(memory: &MemoryStore, remote: &RedisStore, ops: &[Op]) -> Vec<Outcome> {
-    let m = memory.apply(ops, None).await.expect("memory");
-    let r = remote.apply(ops, None).await.expect("redis");
-    assert!(r.iter().all(|o| !o.fallback), "the script failed: {r:?}");
-    assert_eq!(m, r, "memory vs redis for {ops:?}");
-    m
 }
 
 /// A boundary: an op, the last second of one window and the first of the next, and how long

@@ -6,10 +6,10 @@
 #[path = "support/redis.rs"]
 mod redis_support;
 
-use redis_support::RedisServer;
+use redis_support::{both, RedisServer};
 use sluice::clock::{Clock, ManualClock};
 use sluice::limiter::fixed_window::FixedWindow;
-use sluice::limiter::{Op, Outcome, COUNTER_CAP};
+use sluice::limiter::{Op, COUNTER_CAP};
 use sluice::rules::model::Algorithm;
 use sluice::store::memory::MemoryStore;
 use sluice::store::redis::{RedisConfig, RedisStore};
@@ -50,15 +50,6 @@ fn op(key: &str, algorithm: Algorithm, limit: u32, period: u64, hits: u32) -> Op
         hits,
         refund: false,
     }
-}
-
-/// Applies `ops` to both stores; they must answer alike, and Redis without failing.
-async fn both(memory: &MemoryStore, remote: &RedisStore, ops: &[Op]) -> Vec<Outcome> {
-    let m = memory.apply(ops, None).await.expect("memory");
-    let r = remote.apply(ops, None).await.expect("redis");
-    assert!(r.iter().all(|o| !o.fallback), "the script failed: {r:?}");
-    assert_eq!(m, r, "memory vs redis for {ops:?}");
-    m
 }
 
 #[tokio::test]

@@ -5,7 +5,9 @@
 mod support;
 
 use sluice::xds::proto::RateLimitUnit;
-use support::xds::{client_config, eg_config, subscribe, XdsServer, EG_DOMAIN, EG_NODE_ID};
+use support::xds::{
+    client_config, eg_config, subscribe, subscribed_at_v1, XdsServer, EG_DOMAIN, EG_NODE_ID,
+};
 
 const SUCCESS: &str = "ratelimit_service_config_load_success";
 const ERROR: &str = "ratelimit_service_config_load_error";
@@ -75,12 +77,7 @@ async fn valid_configs_are_acked_and_followed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_configs_are_nacked_and_the_old_rules_stay() {
-    let server = XdsServer::start().await;
-    server.set("1", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Hour)]);
-    let client = subscribe(client_config(&server));
-    server
-        .wait_request("ACK of version 1", |r| r.is_ack() && r.version_info == "1")
-        .await;
+    let (server, client) = subscribed_at_v1(3).await;
     let before = client.rules.load_full();
 
     // A unit Envoy Gateway never sends.

@@ -6,16 +6,11 @@
 mod support;
 
 use sluice::xds::proto::RateLimitUnit;
-use support::xds::{client_config, eg_config, subscribe, XdsServer, EG_DOMAIN};
+use support::xds::{eg_config, subscribed_at_v1, EG_DOMAIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_and_resumes_from_the_last_acked_version() {
-    let mut server = XdsServer::start().await;
-    server.set("1", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Hour)]);
-    let client = subscribe(client_config(&server));
-    server
-        .wait_request("ACK of version 1", |r| r.is_ack() && r.version_info == "1")
-        .await;
+    let (mut server, client) = subscribed_at_v1(3).await;
     server.set("2", &[eg_config(EG_DOMAIN, 4, RateLimitUnit::Hour)]);
     server
         .wait_request("ACK of version 2", |r| r.is_ack() && r.version_info == "2")
@@ -46,12 +41,7 @@ async fn reconnects_and_resumes_from_the_last_acked_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_already_at_the_acked_version_sends_nothing_again() {
-    let mut server = XdsServer::start().await;
-    server.set("1", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Hour)]);
-    let client = subscribe(client_config(&server));
-    server
-        .wait_request("ACK of version 1", |r| r.is_ack() && r.version_info == "1")
-        .await;
+    let (mut server, client) = subscribed_at_v1(3).await;
     server.restart().await;
     server
         .wait_request("resubscription at version 1", |r| {

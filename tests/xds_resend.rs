@@ -6,19 +6,14 @@ mod support;
 
 use sluice::xds::proto::RateLimitUnit;
 use std::sync::Arc;
-use support::xds::{client_config, eg_config, subscribe, XdsServer, EG_DOMAIN};
+use support::xds::{eg_config, subscribed_at_v1, EG_DOMAIN};
 
 const SUCCESS: &str = "ratelimit_service_config_load_success";
 const ERROR: &str = "ratelimit_service_config_load_error";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_version_resent_changes_nothing() {
-    let server = XdsServer::start().await;
-    server.set("1", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Hour)]);
-    let client = subscribe(client_config(&server));
-    server
-        .wait_request("ACK of version 1", |r| r.is_ack() && r.version_info == "1")
-        .await;
+    let (server, client) = subscribed_at_v1(3).await;
     let applied = client.rules.load_full();
 
     for n in 2..=4 {
@@ -49,12 +44,7 @@ async fn the_same_version_resent_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_config_resent_is_nacked_again_but_counted_once() {
-    let server = XdsServer::start().await;
-    server.set("1", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Hour)]);
-    let client = subscribe(client_config(&server));
-    server
-        .wait_request("ACK of version 1", |r| r.is_ack() && r.version_info == "1")
-        .await;
+    let (server, client) = subscribed_at_v1(3).await;
 
     server.set("2", &[eg_config(EG_DOMAIN, 3, RateLimitUnit::Unknown)]);
     // The server answers each NACK (version "1" ≠ "2") with the same snapshot at once.

@@ -288,3 +288,18 @@ impl RedisSentinel {
         }
     }
 }
+
+/// Applies `ops` to the memory store and to Redis; they must answer alike, and Redis without
+/// failing. Returns the outcomes.
+pub async fn both(
+    memory: &sluice::store::memory::MemoryStore,
+    remote: &sluice::store::redis::RedisStore,
+    ops: &[sluice::limiter::Op],
+) -> Vec<sluice::limiter::Outcome> {
+    use sluice::store::Store;
+    let m = memory.apply(ops, None).await.expect("memory");
+    let r = remote.apply(ops, None).await.expect("redis");
+    assert!(r.iter().all(|o| !o.fallback), "the script failed: {r:?}");
+    assert_eq!(m, r, "memory vs redis for {ops:?}");
+    m
+}

@@ -149,3 +149,18 @@ pub fn eg_limit(rules: &sluice::rules::Rules, domain: &str) -> Option<u32> {
         _ => None,
     }
 }
+
+/// A plaintext test server holding Envoy Gateway's config at version "1" (`n` per hour), and a
+/// client that has ACKed it.
+pub async fn subscribed_at_v1(n: u32) -> (XdsServer, Subscriber) {
+    let server = XdsServer::start().await;
+    server.set(
+        "1",
+        &[eg_config(super::xds::EG_DOMAIN, n, RateLimitUnit::Hour)],
+    );
+    let client = subscribe(client_config(&server));
+    server
+        .wait_request("ACK of version 1", |r| r.is_ack() && r.version_info == "1")
+        .await;
+    (server, client)
+}
