@@ -366,6 +366,7 @@ impl Server {
             auth,
             draining: Arc::clone(&draining),
             meter: meter.clone(),
+            loaded: xds.as_ref().map(|source| source.loaded()),
         });
         // The HTTP port, and the debug and metrics ports when bound: same hygiene, same stop.
         let limits = crate::admin::Limits {

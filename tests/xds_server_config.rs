@@ -110,6 +110,23 @@ async fn force_start_answers_unknown_until_the_first_config() {
         .expect("GET /metrics");
     let line = "ratelimit_service_should_rate_limit_error{err_type=\"service_error\"} 1";
     assert!(metrics.body.lines().any(|l| l == line), "{metrics:?}");
+    // `/json` answers the same way (upstream's /json calls the same service).
+    let json = support::http::http_request(
+        sluice.http,
+        "POST",
+        "/json",
+        &[("content-type", "application/json")],
+        Some(
+            r#"{"domain":"default/eg/http","descriptors":[{"entries":[{"key":"k","value":"v"}]}]}"#,
+        ),
+    )
+    .await
+    .expect("POST /json");
+    assert_eq!(json.status, 500, "{json:?}");
+    assert!(
+        json.body.contains("no rate limit configuration loaded"),
+        "{json:?}"
+    );
 
     // An empty config is a config: the answer becomes "no limit" rather than an error.
     xds.set("1", &[]);

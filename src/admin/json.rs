@@ -31,6 +31,11 @@ pub async fn handle<S: Store>(State(st): State<Arc<AdminState<S>>>, body: Bytes)
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e),
     };
+    if !st.config_loaded() {
+        let e = crate::service::error::ServiceError::NoConfig;
+        st.limiter.calls().failed(&e);
+        return crate::admin::control::from_service(&e);
+    }
     match st.limiter.should_rate_limit(&req, None).await {
         Ok(resp) => {
             let status = match Code::try_from(resp.overall_code) {

@@ -191,6 +191,16 @@ pub struct AdminState<S> {
     pub draining: Arc<AtomicBool>,
     /// This server's metrics, rendered by `/metrics`.
     pub meter: Meter,
+    /// With xDS: turns `true` at the first config; until then `/json` answers as gRPC does
+    /// ("no rate limit configuration loaded"). `None`: rules come from files (always loaded).
+    pub loaded: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl<S> AdminState<S> {
+    /// Whether rules have been loaded (always, without xDS).
+    pub fn config_loaded(&self) -> bool {
+        self.loaded.as_ref().is_none_or(|l| *l.borrow())
+    }
 }
 
 /// Bounds on the HTTP port's connections and request bodies.
