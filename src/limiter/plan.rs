@@ -135,9 +135,11 @@ pub struct Plan<'a> {
     /// descriptor owns as many consecutive ops as it has limits: the only place the pairing
     /// lives).
     asked: Vec<Op>,
-    /// What the store runs: `asked` with each counter's charges and refunds settled into one
-    /// net op ([`settle`]); same length and order as `asked`.
-    ops: Vec<Op>,
+    /// What the store runs when it differs from `asked`: each counter's charges and refunds
+    /// settled into one net op ([`settle`]); same length and order as `asked`. `None` (no
+    /// counter both charged and refunded, i.e. every request-time call): the store runs
+    /// `asked` itself, with no copy on the hot path.
+    ops: Option<Vec<Op>>,
 }
 
 /// The plan and the store's outcomes did not line up (a store bug, never input).
@@ -183,7 +185,7 @@ impl<'a> Plan<'a> {
         let mut plan = Plan {
             descriptors: Vec::with_capacity(effective.len()),
             asked: Vec::with_capacity(effective.len()),
-            ops: Vec::new(),
+            ops: None,
         };
         for (e, d) in effective.into_iter().zip(request.descriptors()) {
             let planned = match e {
@@ -212,13 +214,18 @@ impl<'a> Plan<'a> {
             };
             plan.descriptors.push(planned);
         }
-        plan.ops = settle(&plan.asked);
+        // Only a call mixing charges and refunds (Envoy's stream-done settlement) can need it.
+        let mixed = plan.asked.iter().any(|o| o.refund)
+            && plan.asked.iter().any(|o| !o.refund && o.hits > 0);
+        if mixed {
+            plan.ops = Some(settle(&plan.asked));
+        }
         plan
     }
 
     /// The ops to run, for the store (charges and refunds of one counter settled).
     pub fn ops(&self) -> &[Op] {
-        &self.ops
+        self.ops.as_deref().unwrap_or(&self.asked)
     }
 
     /// The ops as the descriptors asked for them, before settlement.
@@ -233,9 +240,9 @@ impl<'a> Plan<'a> {
 
     /// Pairs every op with its outcome (`outcomes[i]` answers `ops()[i]`).
     pub fn zip(self, outcomes: Vec<Outcome>) -> Result<Vec<Decided<'a>>, OutcomeMismatch> {
-        if outcomes.len() != self.ops.len() {
+        if outcomes.len() != self.asked.len() {
             return Err(OutcomeMismatch {
-                want: self.ops.len(),
+                want: self.asked.len(),
                 got: outcomes.len(),
             });
         }

@@ -25,11 +25,7 @@ pub fn settings_table() -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let default = if s.default.is_empty() {
-            "none".to_owned()
-        } else {
-            format!("`{}`", s.default)
-        };
+        let default = default_text(s.default);
         let _ = writeln!(
             out,
             "| {flag} | `{}` | {upstream} | {default} | {} |",
@@ -60,11 +56,7 @@ pub fn readme_settings() -> String {
         let Some(s) = TABLE.iter().find(|s| s.name == *name) else {
             continue;
         };
-        let default = if s.default.is_empty() {
-            "none".to_owned()
-        } else {
-            format!("`{}`", s.default)
-        };
+        let default = default_text(s.default);
         let _ = writeln!(
             out,
             "| `--{}` | `{}` | {default} | {} |",
@@ -74,6 +66,15 @@ pub fn readme_settings() -> String {
         );
     }
     out
+}
+
+/// A default as the tables show it.
+fn default_text(default: &str) -> String {
+    if default.is_empty() {
+        "none".to_owned()
+    } else {
+        format!("`{default}`")
+    }
 }
 
 fn treatment_name(t: Treatment) -> &'static str {
