@@ -27,7 +27,6 @@ use crate::xds::source::XdsSource;
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -512,20 +511,34 @@ async fn connect_redis(settings: &Settings, meter: &Meter) -> Result<RedisStore,
         },
         _ => Topology::Shards,
     };
-    let read = |name: &str, path: &Option<PathBuf>| -> Result<Option<Vec<u8>>, ServeError> {
-        path.as_ref()
-            .map(|p| {
-                crate::rules::read::read_capped(p, 1 << 20)
+    // PEM files are read on the blocking pool, like every other file.
+    let files = [
+        ("redis_tls_ca_file", settings.redis_tls_ca_file.clone()),
+        (
+            "redis_tls_client_cert",
+            settings.redis_tls_client_cert.clone(),
+        ),
+        (
+            "redis_tls_client_key",
+            settings.redis_tls_client_key.clone(),
+        ),
+    ];
+    let [tls_ca, cert, key] = tokio::task::spawn_blocking(move || {
+        files.map(|(name, path)| {
+            path.map(|p| {
+                crate::rules::read::read_capped(&p, 1 << 20)
                     .map(String::into_bytes)
-                    .map_err(|e| ServeError::Store(format!("{name} {}: {e}", p.display())))
+                    .map_err(|e| format!("{name} {}: {e}", p.display()))
             })
             .transpose()
-    };
-    let tls_ca = read("redis_tls_ca_file", &settings.redis_tls_ca_file)?;
-    let tls_client = read("redis_tls_client_cert", &settings.redis_tls_client_cert)?.zip(read(
-        "redis_tls_client_key",
-        &settings.redis_tls_client_key,
-    )?);
+        })
+    })
+    .await
+    .map_err(|e| ServeError::Store(format!("reading the Redis TLS files failed: {e}")))?;
+    let tls_ca = tls_ca.map_err(ServeError::Store)?;
+    let tls_client = cert
+        .map_err(ServeError::Store)?
+        .zip(key.map_err(ServeError::Store)?);
     let config = RedisConfig {
         nodes: settings.redis_node_list(),
         topology,
