@@ -17,6 +17,13 @@
 -- Returns 6 integers per key: allowed (0/1), remaining, reset_after_us, retry_after_us,
 --          used_before, used_after.
 --
+-- Idempotency (src/limiter/once.rs): when KEYS has one key more than there are ops, that last
+-- key is the call's idempotency record and one more argument (its ttl in ms) follows the ops'.
+-- A live record of as many ops is answered instead of deciding (waits shortened by the time
+-- since; nothing is written); otherwise the ops are decided and, in modes 0 and 1, the record
+-- is written with their outcomes in this same script run, so concurrent attempts charge this
+-- shard once. One more integer is returned then: 1 when replayed, else 0.
+--
 -- Structure: each algorithm is load(op) -> state (one read of its Redis key), decide(state,
 -- op) -> outcome (pure: it changes only the Lua table), store(state) (writes). A request's
 -- keys are loaded once; an op on a key already seen in the request decides on the state the
@@ -429,8 +436,16 @@ local FRESH = {
 
 local mode = tonumber(ARGV[2])
 
+-- Ops, and the idempotency record when KEYS has one more key than there are ops.
+local n = floor((#ARGV - 2) / 7)
+local record, record_ttl = nil, 0
+if #KEYS > n then
+  record = KEYS[n + 1]
+  record_ttl = max(1, count(ARGV[2 + 7 * n + 1], 86400000))
+end
+
 local ops = {}
-for i = 1, #KEYS do
+for i = 1, n do
   local b = 2 + (i - 1) * 7
   local algo = tonumber(ARGV[b + 1])
   -- A calendar window (5) is the fixed window (1) with calendar bounds.
@@ -501,6 +516,30 @@ local function fixed_incr(op)
   return { allowed and 1 or 0, remaining, reset, allowed and 0 or reset, before, after }
 end
 
+-- A live record answers for the call: the first attempt's outcomes, nothing charged.
+if record and (mode == 0 or mode == 1 or mode == 3) then
+  local v = read('GET', record)
+  if type(v) == 'string' then
+    local nums = {}
+    for x in string.gmatch(v, '%d+') do nums[#nums + 1] = tonumber(x) end
+    if #nums == 1 + 6 * n then
+      local elapsed = max(0, now - nums[1])
+      local out = {}
+      for i = 1, n do
+        local b = 1 + (i - 1) * 6
+        out[#out + 1] = nums[b + 1]
+        out[#out + 1] = nums[b + 2]
+        out[#out + 1] = max(0, nums[b + 3] - elapsed)
+        out[#out + 1] = max(0, nums[b + 4] - elapsed)
+        out[#out + 1] = nums[b + 5]
+        out[#out + 1] = nums[b + 6]
+      end
+      out[#out + 1] = 1
+      return out
+    end
+  end
+end
+
 local uses = {}
 if mode == 0 then
   for _, op in ipairs(ops) do uses[op.key] = (uses[op.key] or 0) + 1 end
@@ -551,5 +590,16 @@ for i = 1, #ops do
   for _, v in ipairs(results[i]) do
     out[#out + 1] = v
   end
+end
+if record then
+  if mode == 0 or mode == 1 then
+    -- "<decided at, us> <6 integers per op>": every value a non-negative integer below 2^53.
+    local parts = { int(now) }
+    for i = 1, #ops do
+      for _, v in ipairs(results[i]) do parts[#parts + 1] = int(v) end
+    end
+    redis.call('SET', record, table.concat(parts, ' '), 'PX', int(record_ttl))
+  end
+  out[#out + 1] = 0
 end
 return out

@@ -8,14 +8,19 @@
 //! 3. a runtime override for exactly this descriptor, else for the matched rule, replaces the
 //!    node's limits (same unit and algorithm: the rule's counter carries on; otherwise its own);
 //! 4. every matched limit's `replaces` (unlimited ones included) switches limits off by name.
+//!
+//! A domain with `idempotency:` gives one more meaning to a descriptor: a single entry keyed
+//! by the rule's key carries the request's idempotency key ([`once`]) and is limited by
+//! nothing itself.
 
 use crate::concurrency::ConcurrencyRule;
 use crate::keys::{CounterBase, CounterSlot};
+use crate::limiter::once::Once;
 use crate::limiter::plan::{Effective, EffectiveLimit, LimitSource, LimitSpec, RuleInfo};
 use crate::limiter::Algorithm;
 use crate::overrides::{OverrideLimit, OverrideSet};
-use crate::request::{ValidDescriptor, ValidRequest};
-use crate::rules::model::{Limit, Node, Policy};
+use crate::request::{InvalidRequest, ValidDescriptor, ValidRequest};
+use crate::rules::model::{Idempotency, Limit, Node, Policy};
 use crate::rules::{Lookup, Rules};
 
 /// A descriptor after lookup, before `replaces` is applied.
@@ -62,12 +67,16 @@ pub fn resolve_all<'a>(
     request: &ValidRequest<'_>,
 ) -> (Vec<Effective<'a>>, Vec<Pending<'a>>) {
     let domain = request.domain();
+    let idempotency = rules.domain(domain).and_then(|d| d.idempotency.as_ref());
     let mut pending = Vec::new();
     let resolved: Vec<Resolved<'a>> = request
         .descriptors()
         .iter()
         .enumerate()
         .map(|(index, d)| {
+            if carries_key(idempotency, d) {
+                return Resolved::None;
+            }
             let r = lookup(rules, domain, d, |node, base, matched| {
                 if let Some(rule) = node.concurrency.as_deref() {
                     pending.push(Pending {
@@ -171,6 +180,66 @@ pub fn resolve_all<'a>(
         })
         .collect();
     (effective, pending)
+}
+
+/// Whether `d` is the idempotency descriptor of a domain declaring `idempotency`: a single
+/// entry with the rule's key.
+fn carries_key(idempotency: Option<&Idempotency>, d: &ValidDescriptor<'_>) -> bool {
+    match (idempotency, d.entries) {
+        (Some(i), [e]) => e.key == i.key,
+        _ => false,
+    }
+}
+
+/// The request's idempotency: `Some` when its domain declares `idempotency:` and one of its
+/// descriptors carries a key. Several descriptors may carry it only with the same value; an
+/// empty key is refused (it would make every keyless retry one request).
+pub fn once<'r>(
+    rules: &Rules,
+    request: &ValidRequest<'r>,
+) -> Result<Option<Once<'r>>, InvalidRequest> {
+    let Some(idempotency) = rules
+        .domain(request.domain())
+        .and_then(|d| d.idempotency.as_ref())
+    else {
+        return Ok(None);
+    };
+    let mut found: Option<Once<'r>> = None;
+    for (i, d) in request.descriptors().iter().enumerate() {
+        if !carries_key(Some(idempotency), d) {
+            continue;
+        }
+        let key = d.entries[0].value.as_str();
+        let field = || format!("descriptors[{i}].entries[0].value");
+        if key.is_empty() {
+            return Err(InvalidRequest::new(
+                field(),
+                format!(
+                    "the idempotency key ('{}') must not be empty",
+                    idempotency.key
+                ),
+            ));
+        }
+        match found {
+            Some(f) if f.key != key => {
+                return Err(InvalidRequest::new(
+                    field(),
+                    format!(
+                        "a second, different idempotency key ('{}'): a request has one",
+                        idempotency.key
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None => {
+                found = Some(Once {
+                    key,
+                    ttl: idempotency.ttl,
+                })
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn slot(index: usize, own_override: bool, algorithm: Algorithm) -> CounterSlot {

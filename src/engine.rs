@@ -238,12 +238,17 @@ impl<S: Store> RateLimiter<S> {
         let started = Instant::now();
         let request = ValidRequest::new(req, &self.bounds)?;
         let (rules, overrides, now_ms) = self.snapshots();
+        let once = effective::once(&rules, &request)?;
         let (effective, pending) = effective::resolve_all(&rules, &overrides, now_ms, &request);
         let plan = Plan::build(effective, &request);
-        let outcomes = if plan.is_empty() {
-            Vec::new()
-        } else {
-            self.store.apply(plan.ops(), deadline).await?
+        let outcomes = match &once {
+            _ if plan.is_empty() => Vec::new(),
+            None => self.store.apply(plan.ops(), deadline).await?,
+            Some(once) => {
+                let outcomes = self.store.apply_once(plan.ops(), once, deadline).await?;
+                self.calls.idempotent(outcomes.iter().any(|o| o.replayed));
+                outcomes
+            }
         };
         let mut decided = plan.zip(outcomes)?;
         let options = ResponseOptions {

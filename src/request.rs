@@ -24,7 +24,8 @@ pub struct InvalidRequest {
 }
 
 impl InvalidRequest {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> InvalidRequest {
+    /// Refuses `field` for `reason`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> InvalidRequest {
         InvalidRequest {
             field: field.into(),
             reason: reason.into(),

@@ -131,6 +131,7 @@ fn checked<'a>(p: &Pending<'a>, c: &Claim, o: &SlotOutcome, hits: u32) -> Checke
             },
             used_after: held,
             fallback: o.fallback,
+            replayed: false,
         },
     }
 }

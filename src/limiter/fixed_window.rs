@@ -63,6 +63,7 @@ impl FixedWindow {
             used_before: before,
             used_after: self.count,
             fallback: false,
+            replayed: false,
         }
     }
 

@@ -8,6 +8,7 @@
 pub mod algorithm;
 pub mod calendar;
 pub mod fixed_window;
+pub mod once;
 pub mod plan;
 pub mod sliding_log;
 pub mod sliding_window;
@@ -60,6 +61,9 @@ pub struct Outcome {
     pub used_after: u64,
     /// Decided by the failure policy because the counter's Redis shard was unavailable.
     pub fallback: bool,
+    /// A repeat of an idempotent request: the first attempt's outcome answered again, nothing
+    /// charged ([`once`]).
+    pub replayed: bool,
 }
 
 /// Whole seconds in `d`, rounded up, for headers such as `Retry-After`.

@@ -67,6 +67,7 @@ impl SlidingLog {
             used_before: before,
             used_after: self.total,
             fallback: false,
+            replayed: false,
         }
     }
 

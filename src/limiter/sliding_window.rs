@@ -84,6 +84,7 @@ impl SlidingWindow {
             used_before: before.div_ceil(S),
             used_after: after.div_ceil(S),
             fallback: false,
+            replayed: false,
         }
     }
 

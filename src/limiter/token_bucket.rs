@@ -34,6 +34,7 @@ impl TokenBucket {
                 used_before: 0,
                 used_after: 0,
                 fallback: false,
+                replayed: false,
             };
         }
         // Emission interval; at least 1 µs (so at most 10⁶ tokens per second per key).
@@ -77,6 +78,7 @@ impl TokenBucket {
             used_before: used(backlog, t, burst),
             used_after: used(left, t, burst),
             fallback: false,
+            replayed: false,
         }
     }
 

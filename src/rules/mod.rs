@@ -15,6 +15,7 @@ pub mod model;
 pub mod parse;
 mod parse_calendar;
 mod parse_concurrency;
+pub mod parse_idempotency;
 pub mod read;
 pub mod reload;
 /// Units belong to the limiter; re-exported where the rule format always found them.
@@ -154,6 +155,20 @@ impl Rules {
                         path: "domain".into(),
                         reason: format!("duplicate domain '{}' in config file", domain.name),
                     });
+                }
+                match (&existing.idempotency, domain.idempotency) {
+                    (Some(a), Some(b)) if *a != b => {
+                        return Err(RuleError {
+                            file,
+                            path: "idempotency".into(),
+                            reason: format!(
+                                "domain '{}' declares another idempotency in an earlier file",
+                                domain.name
+                            ),
+                        })
+                    }
+                    (None, Some(b)) => existing.idempotency = Some(b),
+                    _ => {}
                 }
                 merge::merge_level(&mut existing.root, domain.root).map_err(|stats_key| RuleError {
                     file: file.clone(),

@@ -186,6 +186,18 @@ pub struct Domain {
     pub name: String,
     /// The top-level descriptors.
     pub root: Level,
+    /// `idempotency:`: requests carrying an idempotency key are charged once per key.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// A domain's `idempotency:` ([`crate::limiter::once`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The descriptor key of the single-entry descriptor whose value is a request's
+    /// idempotency key (that descriptor is not limited itself).
+    pub key: String,
+    /// How long a repeat is recognised.
+    pub ttl: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use crate::rules::RuleError;
 use serde_yaml::{Mapping, Value};
 
 /// Keys a rule file may contain at the top level.
-const ROOT_KEYS: &[&str] = &["domain", "descriptors"];
+const ROOT_KEYS: &[&str] = &["domain", "descriptors", "idempotency"];
 /// Keys a descriptor may contain (upstream's plus `rate_limits`).
 const DESCRIPTOR_KEYS: &[&str] = &[
     "key",
@@ -73,9 +73,11 @@ pub fn parse_domain_value(file: &str, doc: &Value) -> Result<Domain, RuleError> 
         return Err(p.err("domain", "config file cannot have empty domain"));
     }
     let root_level = p.level(root.get("descriptors"), "descriptors", &domain)?;
+    let idempotency = p.idempotency(root.get("idempotency"))?;
     Ok(Domain {
         name: domain,
         root: root_level,
+        idempotency,
     })
 }
 

@@ -40,6 +40,11 @@ pub struct CallStats {
     redis_error: Counter,
     /// `…{err_type="service_error"}`: calls refused as invalid (empty domain, …).
     service_error: Counter,
+    /// `sluice_idempotency_requests_total{result="first"}`: requests with an idempotency key
+    /// that were decided (and charged).
+    idempotent_first: Counter,
+    /// `…{result="replayed"}`: repeats answered from a record, charged nothing.
+    idempotent_replayed: Counter,
 }
 
 impl Default for CallStats {
@@ -50,6 +55,8 @@ impl Default for CallStats {
             response_time: Histogram::noop(),
             redis_error: Counter::noop(),
             service_error: Counter::noop(),
+            idempotent_first: Counter::noop(),
+            idempotent_replayed: Counter::noop(),
         }
     }
 }
@@ -71,6 +78,13 @@ impl CallStats {
                 "ratelimit_service_should_rate_limit_error",
                 "ShouldRateLimit calls answered with an error, by cause."
             );
+            metrics::describe_counter!(
+                "sluice_idempotency_requests_total",
+                "Requests carrying an idempotency key: decided first, or replayed (charged nothing)."
+            );
+            let idempotent = |result: &'static str| {
+                metrics::counter!("sluice_idempotency_requests_total", "result" => result)
+            };
             let error = |t: ErrType| {
                 metrics::counter!("ratelimit_service_should_rate_limit_error", "err_type" => t.as_str())
             };
@@ -85,8 +99,19 @@ impl CallStats {
                 ),
                 redis_error: error(ErrType::Redis),
                 service_error: error(ErrType::Service),
+                idempotent_first: idempotent("first"),
+                idempotent_replayed: idempotent("replayed"),
             }
         })
+    }
+
+    /// A request with an idempotency key was answered: `replayed` from a record.
+    pub fn idempotent(&self, replayed: bool) {
+        if replayed {
+            self.idempotent_replayed.increment(1);
+        } else {
+            self.idempotent_first.increment(1);
+        }
     }
 
     /// A gRPC ShouldRateLimit call reached the handler.

@@ -18,12 +18,14 @@
 
 use crate::clock::Clock;
 use crate::limiter::fixed_window::FixedWindow;
+use crate::limiter::once::Once;
 use crate::limiter::sliding_log::SlidingLog;
 use crate::limiter::sliding_window::SlidingWindow;
 use crate::limiter::token_bucket::TokenBucket;
 use crate::limiter::{Op, Outcome};
 use crate::meter::Meter;
 use crate::rules::model::Algorithm;
+use crate::store::replay::Replays;
 use crate::store::{OverrideMedium, Store, StoreError};
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::DefaultHashBuilder;
@@ -182,6 +184,8 @@ pub struct MemoryStore {
     full: metrics::Counter,
     /// `sluice_memory_store_keys`, set after each sweep.
     keys: metrics::Gauge,
+    /// Idempotency records (`idempotency:` rules), bounded by the same cap as counters.
+    replays: Replays,
 }
 
 impl MemoryStore {
@@ -197,6 +201,7 @@ impl MemoryStore {
             examined: AtomicUsize::new(0),
             full: metrics::Counter::noop(),
             keys: metrics::Gauge::noop(),
+            replays: Replays::new(max_keys),
         }
     }
 
@@ -209,6 +214,8 @@ impl MemoryStore {
                 metrics::gauge!("sluice_memory_store_keys"),
             )
         });
+        self.replays
+            .set_full(meter.record(|| metrics::counter!("sluice_idempotency_full_total")));
         self
     }
 
@@ -236,6 +243,27 @@ impl MemoryStore {
             return self.apply_all_or_nothing(now, ops);
         }
         ops.iter().map(|op| self.apply_one(now, op)).collect()
+    }
+
+    /// Runs `ops` of an idempotent request at the clock's current time: the first attempt
+    /// with `once`'s key (and these counters) is decided and recorded; a repeat within its
+    /// ttl replays that record and charges nothing. Concurrent attempts are serialised on
+    /// the record's lock, so the counters are charged exactly once.
+    pub fn apply_once_now(&self, ops: &[Op], once: &Once<'_>) -> Vec<Outcome> {
+        let now = self.clock.now();
+        let digest = once.digest(ops);
+        self.replays.once(digest, ops.len(), now, once.ttl, || {
+            if self.atomic {
+                self.apply_all_or_nothing(now, ops)
+            } else {
+                ops.iter().map(|op| self.apply_one(now, op)).collect()
+            }
+        })
+    }
+
+    /// Live idempotency records (expired ones included until swept).
+    pub fn records(&self) -> usize {
+        self.replays.len()
     }
 
     /// All-or-nothing: lock every shard the request touches (in index order, so requests never
@@ -450,6 +478,7 @@ impl MemoryStore {
                 }
             }
         }
+        self.replays.sweep(self.clock.now());
         self.keys.set(self.len() as f64);
         dropped
     }
@@ -478,6 +507,15 @@ impl Store for MemoryStore {
         _deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
         Ok(self.apply_now(ops))
+    }
+
+    async fn apply_once(
+        &self,
+        ops: &[Op],
+        once: &Once<'_>,
+        _deadline: Option<tokio::time::Instant>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        Ok(self.apply_once_now(ops, once))
     }
 
     fn live_keys(&self) -> Option<usize> {

@@ -13,10 +13,12 @@ pub mod redis;
 pub mod redis_conn;
 pub mod redis_notify;
 pub mod redis_slots;
+pub mod replay;
 pub mod ring;
 pub mod shard;
 pub mod slots_fallback;
 
+use crate::limiter::once::Once;
 use crate::limiter::{Op, Outcome};
 use std::future::Future;
 use tokio::time::Instant;
@@ -41,6 +43,17 @@ pub trait Store: Send + Sync + 'static {
     fn apply(
         &self,
         ops: &[Op],
+        deadline: Option<Instant>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
+
+    /// Runs `ops` of an idempotent request ([`crate::limiter::once`]): the first attempt with
+    /// `once`'s key is decided as [`Store::apply`] would and recorded, in the same atomic step
+    /// as its counters; a repeat within the ttl gets the recorded outcomes (with
+    /// [`Outcome::replayed`]) and charges nothing. No extra round trip.
+    fn apply_once(
+        &self,
+        ops: &[Op],
+        once: &Once<'_>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 

@@ -22,6 +22,7 @@
 //! Concurrency slots live on the same shards, breakers and failure policy: `store::redis_slots`.
 
 use crate::clock::{Clock, SystemClock};
+use crate::limiter::once::{hex, Once};
 use crate::limiter::{Op, Outcome};
 use crate::meter::Meter;
 use crate::rules::model::Algorithm;
@@ -47,6 +48,14 @@ pub const FIXED_SCRIPT: &str = include_str!("../../lua/fixed.lua");
 
 /// Integers the script returns per key.
 const FIELDS: usize = 6;
+
+/// One script call's idempotency record ([`crate::limiter::once`]).
+struct Record {
+    /// Its Redis key (prefixed and, in a Cluster, in the call's slot).
+    key: String,
+    /// How long it lasts (the rule's `ttl`).
+    ttl_ms: u64,
+}
 
 /// How to reach and use the Redis shards.
 #[derive(Clone)]
@@ -306,6 +315,7 @@ impl RedisStore {
         ops: &[Op],
         idx: &[usize],
         mode: Mode,
+        record: Option<&Record>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let s = &self.shards[shard];
@@ -322,7 +332,7 @@ impl RedisStore {
             return Ok(self.fall_back(s, ops, idx, mode, true));
         }
         let started = std::time::Instant::now();
-        let result = self.invoke(s, ops, idx, mode, budget).await;
+        let result = self.invoke(s, ops, idx, mode, record, budget).await;
         s.latency.record(started.elapsed().as_secs_f64());
         s.settle("counters", result, |charge| {
             self.fall_back(s, ops, idx, mode, charge)
@@ -343,13 +353,15 @@ impl RedisStore {
             .decide(&s.name, ops, idx, mode == Mode::Probe, charge)
     }
 
-    /// One script call to one shard within `budget`.
+    /// One script call to one shard within `budget`; with `record`, the call claims or
+    /// replays that idempotency record in the same script run.
     async fn invoke(
         &self,
         s: &Shard,
         ops: &[Op],
         idx: &[usize],
         mode: Mode,
+        record: Option<&Record>,
         budget: Duration,
     ) -> Result<Vec<Outcome>, Fault> {
         let now = self.clock.as_ref().map_or(0, |c| {
@@ -357,6 +369,7 @@ impl RedisStore {
         });
         // Calendar windows take the general script (their bounds are computed there only).
         let plain = mode == Mode::Each
+            && record.is_none()
             && idx.iter().enumerate().all(|(n, &i)| {
                 let op = &ops[i];
                 op.algorithm == Algorithm::FixedWindow
@@ -382,6 +395,9 @@ impl RedisStore {
                 .arg(u8::from(op.refund))
                 .arg(op.algorithm.calendar().map_or(0, |c| c.offset_secs()));
         }
+        if let Some(r) = record {
+            inv.key(&r.key).arg(r.ttl_ms);
+        }
         let values: Vec<i64> = tokio::time::timeout(budget, s.conn.invoke(&inv))
             .await
             .map_err(|_| Fault::Timeout(format!("redis {}: no answer within {budget:?}", s.name)))?
@@ -389,7 +405,8 @@ impl RedisStore {
         if mode == Mode::Reset {
             return Ok(Vec::new());
         }
-        if values.len() != idx.len() * FIELDS {
+        let flag = usize::from(record.is_some());
+        if values.len() != idx.len() * FIELDS + flag {
             return Err(Fault::Request(format!(
                 "redis {}: script returned {} values for {} keys",
                 s.name,
@@ -397,7 +414,14 @@ impl RedisStore {
                 idx.len()
             )));
         }
-        Ok(values.chunks_exact(FIELDS).map(outcome).collect())
+        let replayed = flag == 1 && values.last() == Some(&1);
+        Ok(values[..idx.len() * FIELDS]
+            .chunks_exact(FIELDS)
+            .map(|v| Outcome {
+                replayed,
+                ..outcome(v)
+            })
+            .collect())
     }
 }
 
@@ -426,16 +450,22 @@ impl RedisStore {
             .collect()
     }
 
-    /// Runs `groups` (op indexes per call) concurrently in `mode`, in op order.
+    /// Runs `groups` (op indexes per call) concurrently in `mode`, in op order; with `once`,
+    /// each call claims or replays its own record.
     async fn run(
         &self,
         ops: &[Op],
         groups: &[(usize, Vec<usize>)],
         mode: Mode,
+        once: Option<&Once<'_>>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let calls = groups.iter().map(|(shard, idx)| async move {
-            (idx, self.call(*shard, ops, idx, mode, deadline).await)
+            let record = once.map(|o| self.record(o, ops, idx));
+            let outcomes = self
+                .call(*shard, ops, idx, mode, record.as_ref(), deadline)
+                .await;
+            (idx, outcomes)
         });
         let answers = futures_util::future::join_all(calls).await;
         let mut out = vec![Outcome::default(); ops.len()];
@@ -470,10 +500,24 @@ impl RedisStore {
     }
 }
 
-impl Store for RedisStore {
-    async fn apply(
+impl RedisStore {
+    /// The idempotency record of the call running ops `idx`: beside the call's first counter
+    /// (so in a Cluster it shares the call's slot), `_#r` and the digest of the key and those
+    /// ops — a marker no counter key or derived key can take (see [`crate::keys`]).
+    fn record(&self, once: &Once<'_>, ops: &[Op], idx: &[usize]) -> Record {
+        let digest = once.digest(idx.iter().map(|&i| &ops[i]));
+        let first = idx.first().map_or("", |&i| ops[i].key.as_str());
+        Record {
+            key: format!("{}_#r{}", self.redis_key(first), hex(&digest)),
+            ttl_ms: once.ttl_ms(),
+        }
+    }
+
+    /// [`Store::apply`], and [`Store::apply_once`] with `once`.
+    async fn apply_with(
         &self,
         ops: &[Op],
+        once: Option<&Once<'_>>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let each = if self.atomic {
@@ -483,19 +527,41 @@ impl Store for RedisStore {
         };
         if self.shards.len() == 1 && !self.cluster {
             let all: Vec<usize> = (0..ops.len()).collect();
-            return self.call(0, ops, &all, each, deadline).await;
+            let record = once.map(|o| self.record(o, ops, &all));
+            return self
+                .call(0, ops, &all, each, record.as_ref(), deadline)
+                .await;
         }
         let groups = self.groups(ops);
         if self.atomic && groups.len() > 1 {
             // Across shards: probe everywhere first; charge only if every op fits. A request
             // racing between the two round trips can still be refused by one shard's own
             // all-or-nothing check after another shard was charged.
-            let probe = self.run(ops, &groups, Mode::Probe, deadline).await?;
+            let probe = self.run(ops, &groups, Mode::Probe, once, deadline).await?;
             if probe.iter().any(|o| !o.allowed) {
                 return Ok(probe);
             }
         }
-        self.run(ops, &groups, each, deadline).await
+        self.run(ops, &groups, each, once, deadline).await
+    }
+}
+
+impl Store for RedisStore {
+    async fn apply(
+        &self,
+        ops: &[Op],
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        self.apply_with(ops, None, deadline).await
+    }
+
+    async fn apply_once(
+        &self,
+        ops: &[Op],
+        once: &Once<'_>,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<Outcome>, StoreError> {
+        self.apply_with(ops, Some(once), deadline).await
     }
 
     async fn reset(&self, ops: &[Op]) -> Result<(), StoreError> {
@@ -507,7 +573,7 @@ impl Store for RedisStore {
         };
         for (shard, idx) in &groups {
             let budget = ADMIN_TIMEOUT.max(self.timeout);
-            self.invoke(&self.shards[*shard], ops, idx, Mode::Reset, budget)
+            self.invoke(&self.shards[*shard], ops, idx, Mode::Reset, None, budget)
                 .await?;
         }
         Ok(())
@@ -586,5 +652,6 @@ fn outcome(v: &[i64]) -> Outcome {
         used_before: count(v[4]),
         used_after: count(v[5]),
         fallback: false,
+        replayed: false,
     }
 }

@@ -1,0 +1,256 @@
+//! The memory store's idempotency records ([`crate::limiter::once`]): per record digest, the
+//! first attempt's outcomes and when they were decided, until the rule's `ttl` passes.
+//!
+//! Bounded like the counters: 64 mutex-guarded shards, each with a cap and a min-heap of
+//! expiry times; a full shard evicts expired records (at most [`EVICT_BUDGET`] heap entries
+//! examined) and otherwise records nothing new (the request is charged as usual and counted
+//! in `sluice_idempotency_full_total`: forgetting a record can only charge a retry again,
+//! never admit more than the limit). A record costs about 80 bytes plus 48 per op.
+//!
+//! [`Replays::once`] holds a record's shard lock while the caller decides the ops, so
+//! concurrent attempts with one key are serialised: the first decides and records, the others
+//! read its record. Lock order is always record shard, then counter shards (counters never
+//! take a record lock), so no two requests can deadlock.
+
+use crate::limiter::once::replay;
+use crate::limiter::Outcome;
+use hashbrown::HashMap;
+use parking_lot::Mutex;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Number of shards (a power of two).
+const SHARDS: usize = 64;
+
+/// Most expiry-heap entries a new record may examine to make room in a full shard.
+pub const EVICT_BUDGET: usize = 8;
+
+/// One record.
+struct Record {
+    /// When the first attempt was decided.
+    at: Duration,
+    /// When the record stops counting (ms since the epoch).
+    expires_ms: u64,
+    /// The first attempt's outcomes, one per op.
+    outcomes: Box<[Outcome]>,
+}
+
+/// One shard of records.
+#[derive(Default)]
+struct Shard {
+    /// Records by digest.
+    map: HashMap<[u8; 16], Record>,
+    /// `(expires_ms, digest)`, earliest first: a record is never extended, so its entry is
+    /// due when it is; an entry left by a replaced record no longer matches and is dropped.
+    expiries: BinaryHeap<Reverse<(u64, [u8; 16])>>,
+}
+
+impl Shard {
+    /// Drops records expired by `now_ms`, examining at most `budget` heap entries; returns
+    /// (dropped, examined).
+    fn evict(&mut self, now_ms: u64, budget: usize) -> (usize, usize) {
+        let (mut dropped, mut examined) = (0, 0);
+        while examined < budget {
+            match self.expiries.peek() {
+                Some(&Reverse((at, _))) if at <= now_ms => {}
+                _ => break,
+            }
+            examined += 1;
+            if let Some(Reverse((at, digest))) = self.expiries.pop() {
+                if self.map.get(&digest).is_some_and(|r| r.expires_ms == at) {
+                    self.map.remove(&digest);
+                    dropped += 1;
+                }
+            }
+        }
+        (dropped, examined)
+    }
+}
+
+/// The memory store's idempotency records.
+pub struct Replays {
+    /// Mutex-guarded shards; a digest lives in shard `digest[0] % SHARDS`.
+    shards: Box<[Mutex<Shard>]>,
+    /// Records allowed per shard (the store's key cap divided among shards).
+    shard_cap: usize,
+    /// Live records, for the gauge and tests.
+    live: AtomicUsize,
+    /// `sluice_idempotency_full_total`: records not kept because a shard was full.
+    full: metrics::Counter,
+}
+
+impl Replays {
+    /// Room for about `max` records.
+    pub fn new(max: usize) -> Replays {
+        Replays {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_cap: max.div_ceil(SHARDS).max(1),
+            live: AtomicUsize::new(0),
+            full: metrics::Counter::noop(),
+        }
+    }
+
+    /// Counts records refused for want of room in `full`.
+    pub fn set_full(&mut self, full: metrics::Counter) {
+        self.full = full;
+    }
+
+    /// Live records (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Whether no record is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The outcomes of record `digest` at `now`: its stored ones replayed when it is live
+    /// and answers `n` ops, else `decide()`'s, recorded for `ttl`. `decide` runs under the
+    /// record's shard lock (it must not take a record lock itself).
+    pub fn once(
+        &self,
+        digest: [u8; 16],
+        n: usize,
+        now: Duration,
+        ttl: Duration,
+        decide: impl FnOnce() -> Vec<Outcome>,
+    ) -> Vec<Outcome> {
+        let now_ms = millis(now);
+        let mut shard = self.shards[usize::from(digest[0]) % SHARDS].lock();
+        if let Some(r) = shard.map.get(&digest) {
+            if r.expires_ms > now_ms && r.outcomes.len() == n {
+                let elapsed = now.saturating_sub(r.at);
+                return r.outcomes.iter().map(|o| replay(o, elapsed)).collect();
+            }
+        }
+        let outcomes = decide();
+        let expires_ms = now_ms.saturating_add(millis(ttl));
+        let record = Record {
+            at: now,
+            expires_ms,
+            outcomes: outcomes.clone().into_boxed_slice(),
+        };
+        if let Some(old) = shard.map.get_mut(&digest) {
+            // Expired (or answering another shape): replaced, with a fresh heap entry; the
+            // old entry no longer matches and is dropped when popped.
+            *old = record;
+            shard.expiries.push(Reverse((expires_ms, digest)));
+            return outcomes;
+        }
+        if shard.map.len() >= self.shard_cap {
+            let (dropped, _) = shard.evict(now_ms, EVICT_BUDGET);
+            self.live.fetch_sub(dropped, Ordering::Relaxed);
+            if shard.map.len() >= self.shard_cap {
+                self.full.increment(1);
+                return outcomes;
+            }
+        }
+        shard.map.insert(digest, record);
+        shard.expiries.push(Reverse((expires_ms, digest)));
+        self.live.fetch_add(1, Ordering::Relaxed);
+        outcomes
+    }
+
+    /// Drops every record expired at `now`, a batch per lock acquisition; returns how many.
+    pub fn sweep(&self, now: Duration) -> usize {
+        let now_ms = millis(now);
+        let mut dropped = 0;
+        for shard in self.shards.iter() {
+            loop {
+                let mut s = shard.lock();
+                let (d, examined) = s.evict(now_ms, 1024);
+                dropped += d;
+                self.live.fetch_sub(d, Ordering::Relaxed);
+                if examined < 1024 {
+                    if s.map.capacity() > 4 * s.map.len().max(16) {
+                        s.map.shrink_to_fit();
+                        s.expiries.shrink_to_fit();
+                    }
+                    break;
+                }
+            }
+        }
+        dropped
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(remaining: u32) -> Vec<Outcome> {
+        vec![Outcome {
+            allowed: true,
+            remaining,
+            reset_after: Duration::from_secs(60),
+            ..Outcome::default()
+        }]
+    }
+
+    const TTL: Duration = Duration::from_secs(600);
+
+    #[test]
+    fn a_repeat_replays_without_deciding() {
+        let r = Replays::new(1000);
+        let t = Duration::from_secs(1000);
+        let first = r.once([1; 16], 1, t, TTL, || allowed(9));
+        assert!(!first[0].replayed);
+        let again = r.once([1; 16], 1, t + Duration::from_secs(10), TTL, || {
+            panic!("a repeat must not decide")
+        });
+        assert!(again[0].replayed);
+        assert_eq!(again[0].remaining, 9);
+        assert_eq!(again[0].reset_after, Duration::from_secs(50));
+    }
+
+    #[test]
+    fn records_expire_after_their_ttl() {
+        let r = Replays::new(1000);
+        let t = Duration::from_secs(1000);
+        r.once([2; 16], 1, t, TTL, || allowed(9));
+        let later = r.once([2; 16], 1, t + TTL, TTL, || allowed(8));
+        assert!(!later[0].replayed, "decided afresh once the ttl passed");
+        assert_eq!(later[0].remaining, 8);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r.sweep(t + TTL + TTL), 1);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn the_cap_bounds_records_and_a_full_table_still_decides() {
+        let r = Replays::new(SHARDS); // one record per shard
+        let t = Duration::from_secs(1000);
+        for i in 0..10 * SHARDS {
+            let mut d = [0u8; 16];
+            d[0] = (i % 256) as u8;
+            d[1] = (i / 256) as u8;
+            let out = r.once(d, 1, t, TTL, || allowed(1));
+            assert!(!out[0].replayed);
+        }
+        assert!(r.len() <= SHARDS, "{}", r.len());
+        // Once records expire, a full shard makes room.
+        let out = r.once([9; 16], 1, t + TTL, TTL, || allowed(1));
+        assert!(!out[0].replayed);
+        assert!(r.len() <= SHARDS);
+    }
+
+    #[test]
+    fn a_record_of_another_shape_is_not_replayed() {
+        let r = Replays::new(1000);
+        let t = Duration::from_secs(1000);
+        r.once([3; 16], 1, t, TTL, || allowed(9));
+        let two = r.once([3; 16], 2, t, TTL, || {
+            let mut v = allowed(5);
+            v.extend(allowed(5));
+            v
+        });
+        assert!(two.iter().all(|o| !o.replayed));
+    }
+}
