@@ -103,6 +103,32 @@ impl RedisServer {
         first
     }
 
+    /// The keys matching `pattern` (`KEYS`: test data only).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(format!("KEYS {pattern}\r\n").as_bytes())
+            .expect("write");
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        r.read_line(&mut line).expect("reply");
+        let n: usize = line
+            .trim()
+            .strip_prefix('*')
+            .and_then(|n| n.parse().ok())
+            .expect("an array reply");
+        (0..n)
+            .map(|_| {
+                line.clear();
+                r.read_line(&mut line).expect("bulk length");
+                line.clear();
+                r.read_line(&mut line).expect("bulk body");
+                line.trim_end().to_owned()
+            })
+            .collect()
+    }
+
     /// Calls of a command since the last `CONFIG RESETSTAT`, from `INFO commandstats`.
     pub fn calls(&self, command: &str) -> u64 {
         self.stat(command, "calls")

@@ -1,0 +1,319 @@
+//! Idempotent charging over gRPC: a domain declaring `idempotency: {key: request_id, ttl: 10m}`
+//! charges a request carrying `request_id` once, however often (and however concurrently) it
+//! is retried, and answers every repeat with the first decision. Checked with exact counter
+//! figures in the memory store (each and all-or-nothing), on one Redis node, on three
+//! independent Redis shards (each and all-or-nothing) and in a Redis Cluster.
+
+mod support;
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
+use std::time::Duration;
+use support::redis::{RedisCluster, RedisServer};
+use support::*;
+use tonic::transport::Channel;
+
+const RULES: &str = r#"
+domain: api
+idempotency: {key: request_id, ttl: 10m}
+descriptors:
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 3}
+  - key: user
+    rate_limit: {unit: hour, requests_per_unit: 100}
+  - key: budget
+    rate_limit: {unit: month, requests_per_unit: 10000}
+"#;
+
+/// A domain without `idempotency:`: `request_id` is an ordinary (unmatched) descriptor.
+const PLAIN: &str = r#"
+domain: plain
+descriptors:
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 3}
+"#;
+
+type Client = RateLimitServiceClient<Channel>;
+
+fn id(v: &str) -> RateLimitDescriptor {
+    desc(&[("request_id", v)])
+}
+
+/// The status of the descriptor at `i`: code and remaining.
+fn at(r: &RateLimitResponse, i: usize) -> (Code, u32) {
+    (code(&r.statuses[i]), r.statuses[i].limit_remaining)
+}
+
+/// What is left of one counter, read without charging (and without a key).
+async fn left(c: &mut Client, key: &str, value: &str) -> u32 {
+    let r = call(c, req("api", vec![desc_hits(&[(key, value)], 0)])).await;
+    r.statuses[0].limit_remaining
+}
+
+/// Sequential retries: charged once, the first decision replayed — denials included.
+async fn sequential(c: &mut Client, run: &str) {
+    let tenant = format!("seq-{run}");
+    let first = format!("{run}-1");
+    let once = |key: &str| req("api", vec![id(key), desc(&[("tenant", &tenant)])]);
+    let r = call(c, once(&first)).await;
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert_eq!(at(&r, 0).0, Code::Ok, "the key's own descriptor");
+    assert!(
+        r.statuses[0].current_limit.is_none(),
+        "is limited by nothing"
+    );
+    assert_eq!(at(&r, 1), (Code::Ok, 2));
+    for _ in 0..4 {
+        let again = call(c, once(&first)).await;
+        assert_eq!(
+            at(&again, 1),
+            (Code::Ok, 2),
+            "{run}: the first decision again"
+        );
+    }
+    assert_eq!(left(c, "tenant", &tenant).await, 2, "{run}: charged once");
+    // Other keys are other requests: they fill the limit, and a denial is replayed too.
+    assert_eq!(
+        at(&call(c, once(&format!("{run}-2"))).await, 1),
+        (Code::Ok, 1)
+    );
+    assert_eq!(
+        at(&call(c, once(&format!("{run}-3"))).await, 1),
+        (Code::Ok, 0)
+    );
+    let denied = format!("{run}-4");
+    assert_eq!(
+        call(c, once(&denied)).await.overall_code,
+        Code::OverLimit as i32
+    );
+    let again = call(c, once(&denied)).await;
+    assert_eq!(
+        again.overall_code,
+        Code::OverLimit as i32,
+        "{run}: denial replayed"
+    );
+    // The first request's decision still stands, with its original figures.
+    assert_eq!(at(&call(c, once(&first)).await, 1), (Code::Ok, 2));
+    // A request without a key is charged as usual.
+    let plain = call(c, req("api", vec![desc(&[("tenant", &tenant)])])).await;
+    assert_eq!(plain.overall_code, Code::OverLimit as i32);
+}
+
+/// A retry with other hits is still a repeat (the first charge stands); a call whose ops
+/// differ in kind — Envoy's stream-done settlement — is its own, and a retry's stream-done
+/// call repeats the first one's.
+async fn settlement(c: &mut Client, run: &str) {
+    let tenant = format!("tok-{run}");
+    let key = format!("{run}-llm");
+    let budget = |hits: u64| desc_hits(&[("budget", &tenant)], hits);
+    let refund = |hits: u64| RateLimitDescriptor {
+        is_negative_hits: true,
+        ..budget(hits)
+    };
+    let reserve = |hits: u64| req("api", vec![id(&key), budget(hits)]);
+    assert_eq!(at(&call(c, reserve(1000)).await, 1), (Code::Ok, 9000));
+    assert_eq!(at(&call(c, reserve(2000)).await, 1), (Code::Ok, 9000));
+    assert_eq!(
+        left(c, "budget", &tenant).await,
+        9000,
+        "{run}: reserved once"
+    );
+    // Stream done: 300 used, the reservation given back, in one call with the key.
+    let done = |used: u64| req("api", vec![id(&key), budget(used), refund(1000)]);
+    call(c, done(300)).await;
+    assert_eq!(left(c, "budget", &tenant).await, 9700, "{run}: settled");
+    // The retry's stream-done call (its own usage): a repeat, charged nothing.
+    call(c, done(450)).await;
+    assert_eq!(
+        left(c, "budget", &tenant).await,
+        9700,
+        "{run}: settled once"
+    );
+}
+
+/// Twenty concurrent attempts of one request touching several counters (on several shards
+/// when there are several): every counter charged exactly once, every attempt answered alike.
+async fn concurrent(s: &TestServer, run: &str) {
+    let tenant = format!("conc-{run}");
+    let users: Vec<String> = (0..6).map(|i| format!("conc-{run}-u{i}")).collect();
+    let mut ds = vec![desc(&[("tenant", &tenant)]), id(&format!("{run}-c"))];
+    ds.extend(users.iter().map(|u| desc(&[("user", u)])));
+    let request = req("api", ds);
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let mut c = s.client().await;
+        let r = request.clone();
+        tasks.push(tokio::spawn(async move { call(&mut c, r).await }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(summary(&t.await.expect("task")));
+    }
+    assert!(
+        answers.iter().all(|a| *a == answers[0]),
+        "{run}: every attempt gets the same decision: {answers:?}"
+    );
+    let mut c = s.client().await;
+    assert_eq!(left(&mut c, "tenant", &tenant).await, 2, "{run}: tenant");
+    for u in &users {
+        assert_eq!(left(&mut c, "user", u).await, 99, "{run}: {u} charged once");
+    }
+    // Distinct keys are distinct requests, concurrent or not: exactly the limit passes.
+    let other = format!("conc2-{run}");
+    let mut tasks = Vec::new();
+    for i in 0..10 {
+        let mut c = s.client().await;
+        let r = req(
+            "api",
+            vec![id(&format!("{run}-d{i}")), desc(&[("tenant", &other)])],
+        );
+        tasks.push(tokio::spawn(
+            async move { call(&mut c, r).await.overall_code },
+        ));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        ok += usize::from(t.await.expect("task") == Code::Ok as i32);
+    }
+    assert_eq!(ok, 3, "{run}: distinct keys each charged");
+}
+
+/// Bad keys are the request's own error, naming the field; a domain without `idempotency:`
+/// treats `request_id` as any descriptor.
+async fn refusals(c: &mut Client, run: &str) {
+    let tenant = format!("bad-{run}");
+    let empty = c
+        .should_rate_limit(req("api", vec![id(""), desc(&[("tenant", &tenant)])]))
+        .await
+        .expect_err("an empty key is refused");
+    assert_eq!(empty.code(), tonic::Code::InvalidArgument);
+    assert!(
+        empty.message().contains("descriptors[0].entries[0].value"),
+        "{}",
+        empty.message()
+    );
+    let two = c
+        .should_rate_limit(req(
+            "api",
+            vec![desc(&[("tenant", &tenant)]), id("a"), id("b")],
+        ))
+        .await
+        .expect_err("two different keys are refused");
+    assert_eq!(two.code(), tonic::Code::InvalidArgument);
+    assert!(
+        two.message().contains("descriptors[2].entries[0].value"),
+        "{}",
+        two.message()
+    );
+    assert_eq!(left(c, "tenant", &tenant).await, 3, "nothing charged");
+    // The same key twice is one key.
+    let same = call(
+        c,
+        req("api", vec![id("s"), id("s"), desc(&[("tenant", &tenant)])]),
+    )
+    .await;
+    assert_eq!(at(&same, 2), (Code::Ok, 2));
+    // No `idempotency:` in the domain: every call is charged.
+    for want in [2, 1, 0] {
+        let r = call(c, req("plain", vec![id("k"), desc(&[("tenant", &tenant)])])).await;
+        assert_eq!(at(&r, 1), (Code::Ok, want), "plain domain");
+    }
+}
+
+async fn run_all(flags: &[&str], label: &str) -> TestServer {
+    let s = TestServer::start(&[("a.yaml", RULES), ("p.yaml", PLAIN)], flags).await;
+    let run = format!("{label}-{}", std::process::id());
+    let mut c = s.client().await;
+    sequential(&mut c, &run).await;
+    settlement(&mut c, &run).await;
+    concurrent(&s, &run).await;
+    refusals(&mut c, &run).await;
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_charges_once() {
+    let s = run_all(&[], "mem").await;
+    let metrics = s.metrics();
+    assert!(
+        metrics.contains("sluice_idempotency_requests_total{result=\"replayed\"}"),
+        "{metrics}"
+    );
+    // The ttl passes: the same key is a new request.
+    let mut c = s.client().await;
+    let r = |k: &str| req("api", vec![id(k), desc(&[("tenant", "ttl")])]);
+    assert_eq!(at(&call(&mut c, r("t")).await, 1), (Code::Ok, 2));
+    s.clock.advance(Duration::from_secs(599));
+    assert_eq!(at(&call(&mut c, r("t")).await, 1), (Code::Ok, 2));
+    assert_eq!(left(&mut c, "tenant", "ttl").await, 2);
+    s.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        at(&call(&mut c, r("t")).await, 1),
+        (Code::Ok, 1),
+        "ttl over"
+    );
+    s.stop().await;
+
+    let s = run_all(&["--atomic-admission"], "mematomic").await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_node_charges_once() {
+    let node = RedisServer::start();
+    let url = node.url();
+    let s = run_all(
+        &["--backend", "redis", "--redis-nodes", url.as_str()],
+        "redis",
+    )
+    .await;
+    // No extra round trip: one script call per request, first attempt or repeat.
+    let mut c = s.client().await;
+    let (before, failed) = (node.calls("evalsha"), node.failed_calls("evalsha"));
+    for k in ["x", "x", "y", "x", "y"] {
+        call(
+            &mut c,
+            req("api", vec![id(k), desc(&[("tenant", "calls")])]),
+        )
+        .await;
+    }
+    assert_eq!(node.calls("evalsha") - before, 5, "one call each");
+    assert_eq!(node.failed_calls("evalsha"), failed, "no script error");
+    s.stop().await;
+    // Records live beside the counters, for the rule's ttl.
+    let keys = node.keys("*_#r*");
+    let record = keys.first().expect("a record in Redis");
+    let ttl: u64 = node
+        .command(&format!("PTTL {record}"))
+        .trim()
+        .trim_start_matches(':')
+        .parse()
+        .expect("PTTL");
+    assert!(ttl > 0 && ttl <= 600_000, "{ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_shards_charge_once() {
+    let nodes = [
+        RedisServer::start(),
+        RedisServer::start(),
+        RedisServer::start(),
+    ];
+    let urls = nodes.iter().map(|n| n.url()).collect::<Vec<_>>().join(",");
+    let flags = ["--backend", "redis", "--redis-nodes", urls.as_str()];
+    run_all(&flags, "shards").await.stop().await;
+    let atomic = [&flags[..], &["--atomic-admission"]].concat();
+    run_all(&atomic, "shardsatomic").await.stop().await;
+    let with_records = nodes.iter().filter(|n| !n.keys("*_#r*").is_empty()).count();
+    assert!(with_records > 1, "records on several shards");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_charges_once() {
+    let cluster = RedisCluster::start();
+    let urls = cluster.urls().join(",");
+    let flags = ["--backend", "redis_cluster", "--redis-nodes", urls.as_str()];
+    run_all(&flags, "cluster").await.stop().await;
+}
