@@ -9,6 +9,9 @@
 //! exactly (denied requests included: Envoy sends their refund too). Without reservations (the
 //! same config with `x-max-tokens: 0`: a check at request, the charge at stream done — README,
 //! "LLM tokens") the same clients overshoot; both figures are printed for the README.
+//!
+//! Idempotent retries: a request retried with the same `Idempotency-Key` is charged once — its
+//! reservation and its settlement — while another key is charged again.
 
 mod support;
 
@@ -27,6 +30,7 @@ const CLIENTS: usize = 8;
 
 const RULES: &str = "
 domain: example
+idempotency: {key: request_id, ttl: 10m}
 descriptors:
   - key: tenant
     descriptors:
@@ -104,6 +108,59 @@ impl Gateway {
             .expect("usage");
         assert_eq!(r.status, 200, "{r:?}");
         r.json()["limits"][0]["used"].as_u64().expect("used")
+    }
+}
+
+impl Gateway {
+    /// One streamed model call as `key` with an `Idempotency-Key`; returns the tokens used.
+    async fn model_call(&self, key: &str, idempotency_key: &str) -> u64 {
+        let auth = format!("Bearer {key}");
+        let r = http_request(
+            self.listener,
+            "POST",
+            "/v1/chat/completions",
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("idempotency-key", idempotency_key),
+                ("x-max-tokens", "1000"),
+                ("x-completion-tokens", "200"),
+                ("x-stream-ms", "50"),
+            ],
+            Some(r#"{"model":"tiny-model","messages":[{"role":"user","content":"hi"}]}"#),
+        )
+        .await
+        .expect("request");
+        assert_eq!(r.status, 200, "{r:?}");
+        r.header("x-usage-total-tokens")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("usage header: {r:?}"))
+    }
+
+    /// `sluice_idempotency_requests_total{result}` on sluice's admin port.
+    async fn idempotent(&self, result: &str) -> u64 {
+        let r = http_request(self.sluice_http, "GET", "/metrics", &[], None)
+            .await
+            .expect("metrics");
+        let series = format!("sluice_idempotency_requests_total{{result=\"{result}\"}} ");
+        r.body
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits until `result` reaches `want` (stream-done calls arrive after the answer).
+    async fn idempotent_reaches(&mut self, result: &str, want: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.idempotent(result).await < want {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{result} never reached {want}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -231,4 +288,30 @@ async fn reservations_hold_the_budget_and_settle_exactly() {
         without.used,
         without.used.saturating_sub(BUDGET),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_with_the_same_idempotency_key_is_charged_once() {
+    let mut g = Gateway::start().await;
+    let key = "sk-demo-ent-user-1";
+    let first = g.model_call(key, "retry-me").await;
+    g.idempotent_reaches("first", 2).await; // its reservation and its settlement
+    assert_eq!(g.used("enterprise_co").await, first);
+
+    // The client retries (say its connection dropped): the same key, twice more.
+    g.model_call(key, "retry-me").await;
+    g.model_call(key, "retry-me").await;
+    g.idempotent_reaches("replayed", 4).await;
+    assert_eq!(
+        g.used("enterprise_co").await,
+        first,
+        "retries are charged nothing\n{}",
+        g.logs()
+    );
+    assert_eq!(g.idempotent("first").await, 2, "no retry decided afresh");
+
+    // Another key is another request.
+    let second = g.model_call(key, "another").await;
+    g.idempotent_reaches("first", 4).await;
+    assert_eq!(g.used("enterprise_co").await, first + second);
 }
