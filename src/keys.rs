@@ -18,6 +18,9 @@
 //!   switched from upstream's 30-day month to calendar months (or to another offset) never
 //!   inherits the old count. Redis appends the window's start as for every fixed window
 //!   (`…_#cal_<start of the month>`), so two months never share a counter either.
+//! - `#c` (after the entries): a concurrency rule's slot table;
+//! - `#r<digest>` (Redis only, after a whole counter key): an idempotency record of one script
+//!   call ([`crate::limiter::once`]), stored beside the call's first counter (its Cluster slot).
 //!
 //! A key longer than [`MAX_KEY_BYTES`] is replaced by `<domain>_#h<SHA-256 of the full key>`
 //! (or `#h<…>` alone when the domain itself is long), so a counter costs a bounded number of

@@ -23,7 +23,8 @@
 //!   the same validation, ACK/NACK, reconnects with backoff.
 //! - [`overrides`]: operators' temporary limits, shared between replicas through Redis.
 //! - [`limiter`]: the [`limiter::plan::Plan`] of ops a request needs (zipped with the store's
-//!   outcomes by type), algorithms and units, calendar windows, and the pure algorithms.
+//!   outcomes by type), algorithms and units, calendar windows, the pure algorithms, and
+//!   idempotent charging ([`limiter::once`]: what a repeat is, what it answers).
 //! - [`concurrency`]: in-flight limits: slot tables (memory, Redis), the fair waiting room
 //!   that holds a call until a slot frees, and the claims a request's descriptors make.
 //! - [`keys`]: every counter key, escaped so no value can forge another's, bounded in length.
