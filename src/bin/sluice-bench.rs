@@ -150,8 +150,10 @@ struct LoadArgs {
     /// sending as fast as answers come back: latency at a load below saturation.
     #[arg(long, value_name = "RPS", value_parser = clap::value_parser!(u64).range(1..))]
     rate: Option<u64>,
-    /// What each operation is: `check`, one rate check with --descriptors descriptors; `slots`,
-    /// an acquire+release pair on a concurrency key (one descriptor; requests count pairs).
+    /// What each operation is: `check`, one rate check with --descriptors descriptors; `once`,
+    /// the same check carrying a fresh idempotency key (`--idempotency-key`) each time (every
+    /// call a first attempt: the record's cost); `slots`, an acquire+release pair on a
+    /// concurrency key (one descriptor; requests count pairs).
     #[arg(long, value_enum, default_value_t = WorkloadKind::Check)]
     workload: WorkloadKind,
     /// Descriptor key of the concurrency rule the slots workload acquires on.
@@ -164,6 +166,10 @@ struct LoadArgs {
     /// Descriptor key carrying the lease id (the rule's `lease_id`), unique per pair.
     #[arg(long, default_value = "request_id", value_name = "KEY")]
     lease_key: String,
+    /// Descriptor key carrying the idempotency key of the `once` workload (the domain's
+    /// `idempotency.key`).
+    #[arg(long, default_value = "request_id", value_name = "KEY")]
+    idempotency_key: String,
 }
 
 /// The `--workload` choices.
@@ -171,6 +177,8 @@ struct LoadArgs {
 enum WorkloadKind {
     /// One rate check per operation.
     Check,
+    /// One rate check per operation, with a fresh idempotency key.
+    Once,
     /// One acquire and one release of a concurrency slot per operation.
     Slots,
 }
@@ -179,6 +187,7 @@ impl WorkloadKind {
     fn name(self) -> &'static str {
         match self {
             Self::Check => "check",
+            Self::Once => "once",
             Self::Slots => "slots",
         }
     }
@@ -510,6 +519,8 @@ enum Workload {
     /// Fixed descriptors per task, until the window closes or the request budget is spent.
     Steady {
         descriptors: u32,
+        /// `once`: the idempotency descriptor's key and a run nonce (keys never repeat).
+        once: Option<(String, u32)>,
         window: Window,
         /// Time between requests of one loop, when a total rate is offered.
         pace: Option<Duration>,
@@ -565,8 +576,10 @@ impl RunPlan {
                     .rate
                     .map(|rps| Duration::from_secs_f64(loops as f64 / rps as f64));
                 let workload = match args.workload {
-                    WorkloadKind::Check => Workload::Steady {
+                    WorkloadKind::Check | WorkloadKind::Once => Workload::Steady {
                         descriptors,
+                        once: (args.workload == WorkloadKind::Once)
+                            .then(|| (args.idempotency_key.clone(), run_nonce())),
                         window,
                         pace,
                     },
@@ -679,11 +692,13 @@ fn worker(
         match workload {
             Workload::Steady {
                 descriptors,
+                once,
                 window,
                 pace,
             } => {
                 let request = steady_request(domain, descriptors, task_id);
-                steady_loop(client, request, tally, &tickets, window, pace).await
+                let once = once.map(|(key, run)| (key, run, task_id));
+                steady_loop(client, (request, once), tally, &tickets, window, pace).await
             }
             Workload::Distinct { key } => distinct_loop(client, domain, key, tally, &tickets).await,
             Workload::Slots {
@@ -698,9 +713,11 @@ fn worker(
     }
 }
 
+/// Closed (or paced) loop of one request; with `once` (key, run nonce, task), each call adds
+/// `{key: <run>-<task>-<n>}`, an idempotency key no other call of the run uses.
 async fn steady_loop(
     mut client: Client,
-    request: RateLimitRequest,
+    (request, once): (RateLimitRequest, Option<(String, u32, usize)>),
     mut tally: Tally,
     tickets: &Tickets,
     window: Window,
@@ -711,6 +728,7 @@ async fn steady_loop(
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
+    let mut seq = 0u64;
     loop {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;
@@ -723,7 +741,13 @@ async fn steady_loop(
         if measured && tickets.take().is_none() {
             break;
         }
-        let result = client.should_rate_limit(request.clone()).await;
+        let mut call = request.clone();
+        if let Some((key, run, task)) = &once {
+            seq += 1;
+            call.descriptors
+                .push(descriptor(key.clone(), format!("{run:08x}-{task}-{seq}")));
+        }
+        let result = client.should_rate_limit(call).await;
         if measured {
             tally.record(started, &result);
         }
