@@ -17,12 +17,15 @@
 -- Returns 6 integers per key: allowed (0/1), remaining, reset_after_us, retry_after_us,
 --          used_before, used_after.
 --
--- Idempotency (src/limiter/once.rs): when KEYS has one key more than there are ops, that last
--- key is the call's idempotency record and one more argument (its ttl in ms) follows the ops'.
--- A live record of as many ops is answered instead of deciding (waits shortened by the time
--- since; nothing is written); otherwise the ops are decided and, in modes 0 and 1, the record
--- is written with their outcomes in this same script run, so concurrent attempts charge this
--- shard once. One more integer is returned then: 1 when replayed, else 0.
+-- Idempotency (src/limiter/once.rs): a mode of 10 more than the above says the last key is the
+-- call's idempotency record; after the ops' arguments come its ttl (ms), its kind (1 decision,
+-- 2 settlement) and, for a settlement, one hits figure per op (what a repeat charges: refunds
+-- dropped). With no live record the ops are decided as usual and, in modes 0 and 1, the record
+-- is written (a decision's with the outcomes) in this same script run, so concurrent attempts
+-- charge this shard once. A live record answers for a repeat: a decision's outcomes are
+-- replayed (reset shortened by the time since; a record not of as many ops makes every op a
+-- check), a settlement's ops run with the repeat's hits. One more integer is returned then: 1
+-- when the record answered, else 0.
 --
 -- Structure: each algorithm is load(op) -> state (one read of its Redis key), decide(state,
 -- op) -> outcome (pure: it changes only the Lua table), store(state) (writes). A request's
@@ -434,14 +437,17 @@ local FRESH = {
   function(op) return { algo = 4, key = op.key, tat = 0 } end,
 }
 
-local mode = tonumber(ARGV[2])
+local mode = tonumber(ARGV[2]) or 0
 
--- Ops, and the idempotency record when KEYS has one more key than there are ops.
-local n = floor((#ARGV - 2) / 7)
-local record, record_ttl = nil, 0
-if #KEYS > n then
-  record = KEYS[n + 1]
+-- Ops, and the idempotency record when the mode says so.
+local n = #KEYS
+local record, record_ttl, record_kind = nil, 0, 1
+if mode >= 10 then
+  mode = mode - 10
+  n = #KEYS - 1
+  record = KEYS[#KEYS]
   record_ttl = max(1, count(ARGV[2 + 7 * n + 1], 86400000))
+  record_kind = count(ARGV[2 + 7 * n + 2], 2)
 end
 
 local ops = {}
@@ -516,13 +522,27 @@ local function fixed_incr(op)
   return { allowed and 1 or 0, remaining, reset, allowed and 0 or reset, before, after }
 end
 
--- A live record answers for the call: the first attempt's outcomes, nothing charged.
+-- A live record answers for the call.
+local repeated = false
 if record and (mode == 0 or mode == 1 or mode == 3) then
   local v = read('GET', record)
-  if type(v) == 'string' then
+  if type(v) == 'string' and record_kind == 2 then
+    -- A settlement again: its refunds were applied; the charges it carries still apply.
+    repeated = true
+    for i, op in ipairs(ops) do
+      op.hits = count(ARGV[2 + 7 * n + 2 + i], MAX_COUNT)
+      op.refund = false
+    end
+  elseif type(v) == 'string' then
     local nums = {}
     for x in string.gmatch(v, '%d+') do nums[#nums + 1] = tonumber(x) end
-    if #nums == 1 + 6 * n then
+    repeated = true
+    if #nums ~= 1 + 6 * n then
+      -- Not lining up with the record: charge nothing, only check.
+      for _, op in ipairs(ops) do
+        op.hits, op.refund = 0, false
+      end
+    else
       local elapsed = max(0, now - nums[1])
       local out = {}
       for i = 1, n do
@@ -530,7 +550,7 @@ if record and (mode == 0 or mode == 1 or mode == 3) then
         out[#out + 1] = nums[b + 1]
         out[#out + 1] = nums[b + 2]
         out[#out + 1] = max(0, nums[b + 3] - elapsed)
-        out[#out + 1] = max(0, nums[b + 4] - elapsed)
+        out[#out + 1] = nums[b + 4]
         out[#out + 1] = nums[b + 5]
         out[#out + 1] = nums[b + 6]
       end
@@ -592,14 +612,23 @@ for i = 1, #ops do
   end
 end
 if record then
-  if mode == 0 or mode == 1 then
-    -- "<decided at, us> <6 integers per op>": every value a non-negative integer below 2^53.
-    local parts = { int(now) }
-    for i = 1, #ops do
-      for _, v in ipairs(results[i]) do parts[#parts + 1] = int(v) end
+  if repeated then
+    out[#out + 1] = 1
+  else
+    if mode == 0 or mode == 1 then
+      -- A decision: "<decided at, us> <6 integers per op>", every value a non-negative integer
+      -- below 2^53. A settlement: a bare mark.
+      local value = '1'
+      if record_kind ~= 2 then
+        local parts = { int(now) }
+        for i = 1, #ops do
+          for _, v in ipairs(results[i]) do parts[#parts + 1] = int(v) end
+        end
+        value = table.concat(parts, ' ')
+      end
+      redis.call('SET', record, value, 'PX', int(record_ttl))
     end
-    redis.call('SET', record, table.concat(parts, ' '), 'PX', int(record_ttl))
+    out[#out + 1] = 0
   end
-  out[#out + 1] = 0
 end
 return out

@@ -101,9 +101,10 @@ async fn sequential(c: &mut Client, run: &str) {
     assert_eq!(plain.overall_code, Code::OverLimit as i32);
 }
 
-/// A retry with other hits is still a repeat (the first charge stands); a call whose ops
-/// differ in kind — Envoy's stream-done settlement — is its own, and a retry's stream-done
-/// call repeats the first one's.
+/// A token budget through retries: a retry with other hits is still a repeat (the first
+/// reservation stands); a settlement's refund is applied once per key, its usage every time —
+/// so aborting a first attempt and retrying earns nothing, and a retried call pays what it
+/// really used.
 async fn settlement(c: &mut Client, run: &str) {
     let tenant = format!("tok-{run}");
     let key = format!("{run}-llm");
@@ -120,16 +121,44 @@ async fn settlement(c: &mut Client, run: &str) {
         9000,
         "{run}: reserved once"
     );
-    // Stream done: 300 used, the reservation given back, in one call with the key.
+    // The first attempt is aborted: its stream-done call only gives the reservation back.
+    call(c, req("api", vec![id(&key), refund(1000)])).await;
+    assert_eq!(left(c, "budget", &tenant).await, 10_000, "{run}: returned");
+    // The retry (not reserved again) completes: 300 used; its refund is not applied twice.
     let done = |used: u64| req("api", vec![id(&key), budget(used), refund(1000)]);
     call(c, done(300)).await;
-    assert_eq!(left(c, "budget", &tenant).await, 9700, "{run}: settled");
-    // The retry's stream-done call (its own usage): a repeat, charged nothing.
-    call(c, done(450)).await;
     assert_eq!(
         left(c, "budget", &tenant).await,
         9700,
-        "{run}: settled once"
+        "{run}: the retry's usage"
+    );
+    // One more retry: 450 used, charged; still no second refund.
+    call(c, done(450)).await;
+    assert_eq!(
+        left(c, "budget", &tenant).await,
+        9250,
+        "{run}: every attempt's usage"
+    );
+
+    // Finished, then retried: one reservation, one refund, two usages.
+    let t2 = format!("tok2-{run}");
+    let key2 = format!("{run}-llm2");
+    let budget2 = |hits: u64| desc_hits(&[("budget", &t2)], hits);
+    let done2 = |used: u64| {
+        let back = RateLimitDescriptor {
+            is_negative_hits: true,
+            ..budget2(1000)
+        };
+        req("api", vec![id(&key2), back, budget2(used)])
+    };
+    for used in [200, 250] {
+        call(c, req("api", vec![id(&key2), budget2(1000)])).await;
+        call(c, done2(used)).await;
+    }
+    assert_eq!(
+        left(c, "budget", &t2).await,
+        10_000 - 450,
+        "{run}: finished then retried"
     );
 }
 

@@ -2,25 +2,33 @@
 //! is charged once per key; a repeat within the rule's `ttl` charges nothing and gets the
 //! first attempt's outcomes again.
 //!
-//! **What is a repeat.** A *record* names the key and the shape of what a store call runs: the
-//! counters (their keys, in order) and, per op, whether it charges, refunds or only checks —
-//! not its hits. So a retry is a repeat even when its `hits_addend` differs (the first charge
-//! stands), while Envoy's stream-done call of the same request (other ops: a settlement) is
-//! a record of its own, and a retry's stream-done call repeats the first one's. The record's
-//! name is a SHA-256 digest ([`Once::digest`]) of the length-prefixed key and shape, so no key
-//! value can be chosen to land on another request's record.
+//! **Two kinds of calls.** A call that only charges or checks (Envoy's request-time call) is a
+//! [`Kind::Decision`]: its first attempt is decided and recorded, a repeat is answered from the
+//! record and charges nothing. A call that refunds (Envoy's stream-done call of a token budget:
+//! the tokens used, the reservation given back) is a [`Kind::Settlement`]: its refunds are
+//! applied once per key, its charges every time. So a retried model call is not reserved again
+//! and its reservation is not returned twice, while the tokens each attempt really used are
+//! charged: a client cannot earn budget by aborting a first attempt and retrying, nor by
+//! retrying a finished one.
+//!
+//! **What is a repeat.** A record is named by the key, the kind and the call's counters (their
+//! keys, sorted, each once) — not by hits: a retry that asks for more gets the first decision.
+//! The name is a SHA-256 digest ([`Once::digest`]) of those, length-prefixed, so no key value
+//! can be chosen to land on another request's record, and the counter keys scope a record to
+//! the caller's own counters. A repeat whose ops do not line up with its record (the same
+//! counters charged twice in one call, say) charges nothing: its ops only check.
 //!
 //! **Where records live.** Next to the counters they answer for, written in the same atomic
 //! step: the memory store holds a bounded table ([`crate::store::replay`]) and decides a
 //! request's ops while holding the record's lock; Redis keeps one record per script call
 //! (per shard, or per Cluster slot) under the call's first counter key plus `_#r<digest>`,
-//! claimed and written by the very script that charges that shard's counters. Each shard is
+//! read and written by the very script that charges that shard's counters. Each shard is
 //! therefore charged at most once per record however many attempts race, and no extra round
 //! trip is made.
 //!
 //! **What a repeat answers.** The first attempt's outcomes exactly (allowed, remaining, used),
-//! with `reset_after` and `retry_after` shortened by the time since, and
-//! [`crate::limiter::Outcome::replayed`] set.
+//! with `reset_after` shortened by the time since, and [`crate::limiter::Outcome::replayed`]
+//! set.
 
 use crate::limiter::{Op, Outcome};
 use sha2::{Digest, Sha256};
@@ -39,27 +47,54 @@ pub struct Once<'r> {
     pub ttl: Duration,
 }
 
-/// What an op does, as a record tells attempts apart.
-fn kind(op: &Op) -> u8 {
-    match (op.hits, op.refund) {
-        (0, _) => 0,
-        (_, false) => 1,
-        (_, true) => 2,
+/// One idempotent store call: the request's key, what the call does, and the ops a repeat of
+/// a settlement runs instead ([`without_refund`] of each, same positions as the call's ops).
+#[derive(Debug, Clone, Copy)]
+pub struct OnceCall<'a> {
+    /// The key and ttl.
+    pub once: Once<'a>,
+    /// Decision or settlement.
+    pub kind: Kind,
+    /// A settlement repeat's ops (empty for a decision).
+    pub repeat: &'a [Op],
+}
+
+/// What a call does, as its record tells it apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Charges and checks only: a repeat is answered from the record, charged nothing.
+    Decision,
+    /// Refunds (a settlement): a repeat's refunds are dropped, its charges still apply.
+    Settlement,
+}
+
+impl Kind {
+    /// The kind of a call running `ops`.
+    pub fn of<'o>(ops: impl IntoIterator<Item = &'o Op>) -> Kind {
+        if ops.into_iter().any(|o| o.refund && o.hits > 0) {
+            Kind::Settlement
+        } else {
+            Kind::Decision
+        }
     }
 }
 
 impl Once<'_> {
-    /// The record's name for a call running `ops` (all of them, or one shard's): 16 bytes of
-    /// SHA-256 over the key and the ops' counter keys and kinds, each length-prefixed.
-    pub fn digest<'o>(&self, ops: impl IntoIterator<Item = &'o Op>) -> [u8; 16] {
+    /// The record's name for a call of `kind` running `ops` (all of them, or one shard's): 16
+    /// bytes of SHA-256 over the key, the kind and the ops' counter keys (sorted, each once),
+    /// each length-prefixed.
+    pub fn digest<'o>(&self, kind: Kind, ops: impl IntoIterator<Item = &'o Op>) -> [u8; 16] {
+        let mut keys: Vec<&str> = ops.into_iter().map(|o| o.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
         let mut h = Sha256::new();
-        h.update(b"sluice-once-v1");
+        h.update(b"sluice-once-v2");
+        h.update([kind as u8]);
         h.update((self.key.len() as u64).to_le_bytes());
         h.update(self.key.as_bytes());
-        for op in ops {
-            h.update((op.key.len() as u64).to_le_bytes());
-            h.update(op.key.as_bytes());
-            h.update([kind(op)]);
+        for key in keys {
+            h.update((key.len() as u64).to_le_bytes());
+            h.update(key.as_bytes());
         }
         let full = h.finalize();
         let mut out = [0u8; 16];
@@ -85,15 +120,35 @@ pub fn hex(digest: &[u8; 16]) -> String {
     s
 }
 
-/// A stored outcome answered again `elapsed` after it was decided.
+/// A stored outcome answered again `elapsed` after it was decided. A denial keeps its
+/// `retry_after`: the record denies every repeat until it expires, so a wait shortened to zero
+/// would only invite a tight retry loop.
 pub fn replay(o: &Outcome, elapsed: Duration) -> Outcome {
     Outcome {
         reset_after: o.reset_after.saturating_sub(elapsed),
-        retry_after: o.retry_after.saturating_sub(elapsed),
         fallback: false,
         replayed: true,
         ..*o
     }
+}
+
+/// `op` as a repeat of a settlement runs it: refunds dropped (they become checks), charges
+/// kept.
+pub fn without_refund(op: &Op) -> Op {
+    let mut o = op.clone();
+    if o.refund {
+        o.hits = 0;
+        o.refund = false;
+    }
+    o
+}
+
+/// `op` as a repeat that cannot be replayed runs it: a check.
+pub fn as_check(op: &Op) -> Op {
+    let mut o = op.clone();
+    o.hits = 0;
+    o.refund = false;
+    o
 }
 
 #[cfg(test)]
@@ -121,25 +176,48 @@ mod tests {
     }
 
     #[test]
-    fn hits_do_not_change_the_record_but_kinds_and_keys_do() {
-        let a = once("k").digest(&[op("d_t_a", 1, false)]);
-        assert_eq!(a, once("k").digest(&[op("d_t_a", 7, false)]));
-        assert_ne!(a, once("k").digest(&[op("d_t_a", 1, true)]));
-        assert_ne!(a, once("k").digest(&[op("d_t_a", 0, false)]));
-        assert_ne!(a, once("k").digest(&[op("d_t_b", 1, false)]));
-        assert_ne!(a, once("k2").digest(&[op("d_t_a", 1, false)]));
-        assert_ne!(
-            a,
-            once("k").digest(&[op("d_t_a", 1, false), op("d_t_a", 0, false)])
+    fn records_are_named_by_key_kind_and_counters_not_hits_or_order() {
+        let d = |key: &str, kind: Kind, ops: &[Op]| once(key).digest(kind, ops);
+        let a = d("k", Kind::Decision, &[op("d_t_a", 1, false)]);
+        assert_eq!(a, d("k", Kind::Decision, &[op("d_t_a", 7, false)]));
+        assert_eq!(
+            d("k", Kind::Settlement, &[op("d_t_a", 1, true)]),
+            d(
+                "k",
+                Kind::Settlement,
+                &[op("d_t_a", 300, false), op("d_t_a", 0, false)]
+            ),
+            "a refund-only settlement and a netted one are one record"
         );
+        assert_ne!(a, d("k", Kind::Settlement, &[op("d_t_a", 1, false)]));
+        assert_ne!(a, d("k", Kind::Decision, &[op("d_t_b", 1, false)]));
+        assert_ne!(a, d("k2", Kind::Decision, &[op("d_t_a", 1, false)]));
+        assert_eq!(
+            d("k", Kind::Decision, &[op("x", 1, false), op("y", 1, false)]),
+            d("k", Kind::Decision, &[op("y", 1, false), op("x", 1, false)])
+        );
+    }
+
+    #[test]
+    fn kinds() {
+        assert_eq!(Kind::of(&[op("a", 1, false)]), Kind::Decision);
+        assert_eq!(
+            Kind::of(&[op("a", 1, false), op("a", 5, true)]),
+            Kind::Settlement
+        );
+        assert_eq!(Kind::of(&[op("a", 0, true)]), Kind::Decision);
     }
 
     #[test]
     fn boundaries_between_key_and_counters_cannot_be_shifted() {
         // Without length prefixes "ab" + "c" and "a" + "bc" would hash alike.
         assert_ne!(
-            once("ab").digest(&[op("c", 1, false)]),
-            once("a").digest(&[op("bc", 1, false)])
+            once("ab").digest(Kind::Decision, &[op("c", 1, false)]),
+            once("a").digest(Kind::Decision, &[op("bc", 1, false)])
+        );
+        assert_ne!(
+            once("k").digest(Kind::Decision, &[op("ab", 1, false), op("c", 1, false)]),
+            once("k").digest(Kind::Decision, &[op("a", 1, false), op("bc", 1, false)])
         );
     }
 
@@ -157,7 +235,11 @@ mod tests {
         };
         let r = replay(&o, Duration::from_secs(10));
         assert_eq!(r.reset_after, Duration::from_secs(20));
-        assert_eq!(r.retry_after, Duration::ZERO);
+        assert_eq!(
+            r.retry_after,
+            Duration::from_secs(5),
+            "a denial's wait stays"
+        );
         assert!(r.replayed && !r.fallback && !r.allowed);
         assert_eq!((r.used_before, r.used_after), (10, 11));
     }

@@ -18,14 +18,14 @@
 
 use crate::clock::Clock;
 use crate::limiter::fixed_window::FixedWindow;
-use crate::limiter::once::Once;
+use crate::limiter::once::{as_check, replay, Kind, OnceCall};
 use crate::limiter::sliding_log::SlidingLog;
 use crate::limiter::sliding_window::SlidingWindow;
 use crate::limiter::token_bucket::TokenBucket;
 use crate::limiter::{Op, Outcome};
 use crate::meter::Meter;
 use crate::rules::model::Algorithm;
-use crate::store::replay::Replays;
+use crate::store::replay::{Replays, Step};
 use crate::store::{OverrideMedium, Store, StoreError};
 use hashbrown::hash_table::{Entry, HashTable};
 use hashbrown::DefaultHashBuilder;
@@ -245,20 +245,42 @@ impl MemoryStore {
         ops.iter().map(|op| self.apply_one(now, op)).collect()
     }
 
-    /// Runs `ops` of an idempotent request at the clock's current time: the first attempt
-    /// with `once`'s key (and these counters) is decided and recorded; a repeat within its
-    /// ttl replays that record and charges nothing. Concurrent attempts are serialised on
-    /// the record's lock, so the counters are charged exactly once.
-    pub fn apply_once_now(&self, ops: &[Op], once: &Once<'_>) -> Vec<Outcome> {
+    /// Runs `ops` of an idempotent call at the clock's current time
+    /// ([`crate::limiter::once`]): the first attempt is decided and recorded; a repeat of a
+    /// decision replays the record (or, not lining up with it, only checks), a repeat of a
+    /// settlement runs `call.repeat` (its refunds dropped). Concurrent attempts are serialised
+    /// on the record's lock, so the counters are charged exactly once.
+    pub fn apply_once_now(&self, ops: &[Op], call: &OnceCall<'_>) -> Vec<Outcome> {
         let now = self.clock.now();
-        let digest = once.digest(ops);
-        self.replays.once(digest, ops.len(), now, once.ttl, || {
+        let digest = call.once.digest(call.kind, ops);
+        let decide = |ops: &[Op]| {
             if self.atomic {
                 self.apply_all_or_nothing(now, ops)
             } else {
-                ops.iter().map(|op| self.apply_one(now, op)).collect()
+                ops.iter()
+                    .map(|op| self.apply_one(now, op))
+                    .collect::<Vec<_>>()
             }
-        })
+        };
+        let mark = |mut out: Vec<Outcome>| {
+            for o in &mut out {
+                o.replayed = true;
+            }
+            out
+        };
+        self.replays
+            .with(digest, now, call.once.ttl, |live| match (call.kind, live) {
+                (Kind::Decision, None) => Step::Record(decide(ops), true),
+                (Kind::Settlement, None) => Step::Record(decide(ops), false),
+                (Kind::Decision, Some((stored, elapsed))) if stored.len() == ops.len() => {
+                    Step::Answer(stored.iter().map(|o| replay(o, elapsed)).collect())
+                }
+                (Kind::Decision, Some(_)) => {
+                    let checks: Vec<Op> = ops.iter().map(as_check).collect();
+                    Step::Answer(mark(decide(&checks)))
+                }
+                (Kind::Settlement, Some(_)) => Step::Answer(mark(decide(call.repeat))),
+            })
     }
 
     /// Live idempotency records (expired ones included until swept).
@@ -512,10 +534,10 @@ impl Store for MemoryStore {
     async fn apply_once(
         &self,
         ops: &[Op],
-        once: &Once<'_>,
+        call: &OnceCall<'_>,
         _deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        Ok(self.apply_once_now(ops, once))
+        Ok(self.apply_once_now(ops, call))
     }
 
     fn live_keys(&self) -> Option<usize> {

@@ -18,7 +18,7 @@ pub mod ring;
 pub mod shard;
 pub mod slots_fallback;
 
-use crate::limiter::once::Once;
+use crate::limiter::once::OnceCall;
 use crate::limiter::{Op, Outcome};
 use std::future::Future;
 use tokio::time::Instant;
@@ -46,14 +46,15 @@ pub trait Store: Send + Sync + 'static {
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 
-    /// Runs `ops` of an idempotent request ([`crate::limiter::once`]): the first attempt with
-    /// `once`'s key is decided as [`Store::apply`] would and recorded, in the same atomic step
-    /// as its counters; a repeat within the ttl gets the recorded outcomes (with
-    /// [`Outcome::replayed`]) and charges nothing. No extra round trip.
+    /// Runs `ops` of an idempotent call ([`crate::limiter::once`]): the first attempt with
+    /// the call's key is decided as [`Store::apply`] would and recorded, in the same atomic step
+    /// as its counters; a repeat within the ttl is answered from the record (with
+    /// [`Outcome::replayed`]): a decision charges nothing, a settlement runs `call.repeat`.
+    /// No extra round trip.
     fn apply_once(
         &self,
         ops: &[Op],
-        once: &Once<'_>,
+        call: &OnceCall<'_>,
         deadline: Option<Instant>,
     ) -> impl Future<Output = Result<Vec<Outcome>, StoreError>> + Send;
 

@@ -22,7 +22,7 @@
 //! Concurrency slots live on the same shards, breakers and failure policy: `store::redis_slots`.
 
 use crate::clock::{Clock, SystemClock};
-use crate::limiter::once::{hex, Once};
+use crate::limiter::once::{hex, Kind, OnceCall};
 use crate::limiter::{Op, Outcome};
 use crate::meter::Meter;
 use crate::rules::model::Algorithm;
@@ -55,6 +55,10 @@ struct Record {
     key: String,
     /// How long it lasts (the rule's `ttl`).
     ttl_ms: u64,
+    /// Decision or settlement.
+    kind: Kind,
+    /// A settlement: per op of the call, the hits its repeat charges (refunds dropped).
+    repeat_hits: Vec<u32>,
 }
 
 /// How to reach and use the Redis shards.
@@ -383,7 +387,9 @@ impl RedisStore {
             &self.script
         };
         let mut inv = script.prepare_invoke();
-        inv.arg(now).arg(mode as u8);
+        // A call with a record says so in its mode (+10): its last key is the record.
+        inv.arg(now)
+            .arg(mode as u8 + if record.is_some() { 10 } else { 0 });
         for &i in idx {
             let op = &ops[i];
             inv.key(self.redis_key(&op.key))
@@ -396,7 +402,14 @@ impl RedisStore {
                 .arg(op.algorithm.calendar().map_or(0, |c| c.offset_secs()));
         }
         if let Some(r) = record {
-            inv.key(&r.key).arg(r.ttl_ms);
+            let kind: u8 = match r.kind {
+                Kind::Decision => 1,
+                Kind::Settlement => 2,
+            };
+            inv.key(&r.key).arg(r.ttl_ms).arg(kind);
+            for h in &r.repeat_hits {
+                inv.arg(*h);
+            }
         }
         let values: Vec<i64> = tokio::time::timeout(budget, s.conn.invoke(&inv))
             .await
@@ -457,7 +470,7 @@ impl RedisStore {
         ops: &[Op],
         groups: &[(usize, Vec<usize>)],
         mode: Mode,
-        once: Option<&Once<'_>>,
+        once: Option<&OnceCall<'_>>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let calls = groups.iter().map(|(shard, idx)| async move {
@@ -504,12 +517,21 @@ impl RedisStore {
     /// The idempotency record of the call running ops `idx`: beside the call's first counter
     /// (so in a Cluster it shares the call's slot), `_#r` and the digest of the key and those
     /// ops — a marker no counter key or derived key can take (see [`crate::keys`]).
-    fn record(&self, once: &Once<'_>, ops: &[Op], idx: &[usize]) -> Record {
-        let digest = once.digest(idx.iter().map(|&i| &ops[i]));
+    fn record(&self, call: &OnceCall<'_>, ops: &[Op], idx: &[usize]) -> Record {
+        let digest = call.once.digest(call.kind, idx.iter().map(|&i| &ops[i]));
         let first = idx.first().map_or("", |&i| ops[i].key.as_str());
+        let repeat_hits = match call.kind {
+            Kind::Decision => Vec::new(),
+            Kind::Settlement => idx
+                .iter()
+                .map(|&i| call.repeat.get(i).map_or(0, |o| o.hits))
+                .collect(),
+        };
         Record {
             key: format!("{}_#r{}", self.redis_key(first), hex(&digest)),
-            ttl_ms: once.ttl_ms(),
+            ttl_ms: call.once.ttl_ms(),
+            kind: call.kind,
+            repeat_hits,
         }
     }
 
@@ -517,7 +539,7 @@ impl RedisStore {
     async fn apply_with(
         &self,
         ops: &[Op],
-        once: Option<&Once<'_>>,
+        once: Option<&OnceCall<'_>>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let each = if self.atomic {
@@ -558,10 +580,10 @@ impl Store for RedisStore {
     async fn apply_once(
         &self,
         ops: &[Op],
-        once: &Once<'_>,
+        call: &OnceCall<'_>,
         deadline: Option<Instant>,
     ) -> Result<Vec<Outcome>, StoreError> {
-        self.apply_with(ops, Some(once), deadline).await
+        self.apply_with(ops, Some(call), deadline).await
     }
 
     async fn reset(&self, ops: &[Op]) -> Result<(), StoreError> {

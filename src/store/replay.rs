@@ -1,18 +1,19 @@
 //! The memory store's idempotency records ([`crate::limiter::once`]): per record digest, the
 //! first attempt's outcomes and when they were decided, until the rule's `ttl` passes.
 //!
-//! Bounded like the counters: 64 mutex-guarded shards, each with a cap and a min-heap of
-//! expiry times; a full shard evicts expired records (at most [`EVICT_BUDGET`] heap entries
-//! examined) and otherwise records nothing new (the request is charged as usual and counted
-//! in `sluice_idempotency_full_total`: forgetting a record can only charge a retry again,
-//! never admit more than the limit). A record costs about 80 bytes plus 48 per op.
+//! Bounded like the counters, in bytes as well as in number: 64 mutex-guarded shards, each
+//! with a budget of *units* (a record costs one unit plus one per stored outcome, so a record
+//! of a 100-descriptor request weighs 101) and a min-heap of expiry times; a full shard evicts
+//! expired records (at most [`EVICT_BUDGET`] heap entries examined) and otherwise records
+//! nothing new (the request is charged as usual and counted in `sluice_idempotency_full_total`:
+//! forgetting a record can only charge a retry again, never admit more than the limit). A unit
+//! is about 56 bytes, plus the map's own overhead per record.
 //!
-//! [`Replays::once`] holds a record's shard lock while the caller decides the ops, so
+//! [`Replays::with`] holds a record's shard lock while the caller decides the ops, so
 //! concurrent attempts with one key are serialised: the first decides and records, the others
 //! read its record. Lock order is always record shard, then counter shards (counters never
 //! take a record lock), so no two requests can deadlock.
 
-use crate::limiter::once::replay;
 use crate::limiter::Outcome;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
@@ -42,6 +43,8 @@ struct Record {
 struct Shard {
     /// Records by digest.
     map: HashMap<[u8; 16], Record>,
+    /// Units held by the records (see the module docs).
+    units: usize,
     /// `(expires_ms, digest)`, earliest first: a record is never extended, so its entry is
     /// due when it is; an entry left by a replaced record no longer matches and is dropped.
     expiries: BinaryHeap<Reverse<(u64, [u8; 16])>>,
@@ -60,7 +63,9 @@ impl Shard {
             examined += 1;
             if let Some(Reverse((at, digest))) = self.expiries.pop() {
                 if self.map.get(&digest).is_some_and(|r| r.expires_ms == at) {
-                    self.map.remove(&digest);
+                    if let Some(r) = self.map.remove(&digest) {
+                        self.units -= units(&r.outcomes);
+                    }
                     dropped += 1;
                 }
             }
@@ -69,11 +74,25 @@ impl Shard {
     }
 }
 
+/// What the caller does with a record's shard locked.
+pub enum Step {
+    /// Answer with these outcomes; the record (if any) stays as it is.
+    Answer(Vec<Outcome>),
+    /// Answer with these outcomes and record them (`keep`: with the outcomes, for replays;
+    /// else as a bare mark).
+    Record(Vec<Outcome>, bool),
+}
+
+/// The units a record holding `outcomes` costs.
+fn units(outcomes: &[Outcome]) -> usize {
+    1 + outcomes.len()
+}
+
 /// The memory store's idempotency records.
 pub struct Replays {
     /// Mutex-guarded shards; a digest lives in shard `digest[0] % SHARDS`.
     shards: Box<[Mutex<Shard>]>,
-    /// Records allowed per shard (the store's key cap divided among shards).
+    /// Units allowed per shard (the store's key cap divided among shards).
     shard_cap: usize,
     /// Live records, for the gauge and tests.
     live: AtomicUsize,
@@ -107,47 +126,54 @@ impl Replays {
         self.len() == 0
     }
 
-    /// The outcomes of record `digest` at `now`: its stored ones replayed when it is live
-    /// and answers `n` ops, else `decide()`'s, recorded for `ttl`. `decide` runs under the
-    /// record's shard lock (it must not take a record lock itself).
-    pub fn once(
+    /// Runs `f` with record `digest` locked: `f` sees the live record's stored outcomes and
+    /// the time since they were decided (`None` when there is no live record) and says what
+    /// to answer and whether to record it for `ttl`. `f` must not take a record lock itself.
+    pub fn with(
         &self,
         digest: [u8; 16],
-        n: usize,
         now: Duration,
         ttl: Duration,
-        decide: impl FnOnce() -> Vec<Outcome>,
+        f: impl FnOnce(Option<(&[Outcome], Duration)>) -> Step,
     ) -> Vec<Outcome> {
         let now_ms = millis(now);
         let mut shard = self.shards[usize::from(digest[0]) % SHARDS].lock();
-        if let Some(r) = shard.map.get(&digest) {
-            if r.expires_ms > now_ms && r.outcomes.len() == n {
-                let elapsed = now.saturating_sub(r.at);
-                return r.outcomes.iter().map(|o| replay(o, elapsed)).collect();
-            }
-        }
-        let outcomes = decide();
-        let expires_ms = now_ms.saturating_add(millis(ttl));
-        let record = Record {
-            at: now,
-            expires_ms,
-            outcomes: outcomes.clone().into_boxed_slice(),
+        let live = shard
+            .map
+            .get(&digest)
+            .filter(|r| r.expires_ms > now_ms)
+            .map(|r| (&r.outcomes[..], now.saturating_sub(r.at)));
+        let (outcomes, keep) = match f(live) {
+            Step::Answer(outcomes) => return outcomes,
+            Step::Record(outcomes, keep) => (outcomes, keep),
         };
-        if let Some(old) = shard.map.get_mut(&digest) {
-            // Expired (or answering another shape): replaced, with a fresh heap entry; the
-            // old entry no longer matches and is dropped when popped.
-            *old = record;
-            shard.expiries.push(Reverse((expires_ms, digest)));
-            return outcomes;
+        let expires_ms = now_ms.saturating_add(millis(ttl));
+        let stored: Box<[Outcome]> = if keep {
+            outcomes.clone().into_boxed_slice()
+        } else {
+            Box::new([])
+        };
+        let cost = units(&stored);
+        if let Some(old) = shard.map.remove(&digest) {
+            // Expired: replaced, with a fresh heap entry (the old one no longer matches and
+            // is dropped when popped).
+            shard.units -= units(&old.outcomes);
+            self.live.fetch_sub(1, Ordering::Relaxed);
         }
-        if shard.map.len() >= self.shard_cap {
+        if shard.units + cost > self.shard_cap {
             let (dropped, _) = shard.evict(now_ms, EVICT_BUDGET);
             self.live.fetch_sub(dropped, Ordering::Relaxed);
-            if shard.map.len() >= self.shard_cap {
+            if shard.units + cost > self.shard_cap {
                 self.full.increment(1);
                 return outcomes;
             }
         }
+        let record = Record {
+            at: now,
+            expires_ms,
+            outcomes: stored,
+        };
+        shard.units += cost;
         shard.map.insert(digest, record);
         shard.expiries.push(Reverse((expires_ms, digest)));
         self.live.fetch_add(1, Ordering::Relaxed);
@@ -196,13 +222,31 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(600);
 
+    /// The memory store's use: replay a live record of one outcome, else decide and record.
+    fn once(
+        r: &Replays,
+        d: [u8; 16],
+        now: Duration,
+        decide: impl FnOnce() -> Vec<Outcome>,
+    ) -> Vec<Outcome> {
+        r.with(d, now, TTL, |live| match live {
+            Some((stored, elapsed)) if stored.len() == 1 => Step::Answer(
+                stored
+                    .iter()
+                    .map(|o| crate::limiter::once::replay(o, elapsed))
+                    .collect(),
+            ),
+            _ => Step::Record(decide(), true),
+        })
+    }
+
     #[test]
     fn a_repeat_replays_without_deciding() {
         let r = Replays::new(1000);
         let t = Duration::from_secs(1000);
-        let first = r.once([1; 16], 1, t, TTL, || allowed(9));
+        let first = once(&r, [1; 16], t, || allowed(9));
         assert!(!first[0].replayed);
-        let again = r.once([1; 16], 1, t + Duration::from_secs(10), TTL, || {
+        let again = once(&r, [1; 16], t + Duration::from_secs(10), || {
             panic!("a repeat must not decide")
         });
         assert!(again[0].replayed);
@@ -214,8 +258,8 @@ mod tests {
     fn records_expire_after_their_ttl() {
         let r = Replays::new(1000);
         let t = Duration::from_secs(1000);
-        r.once([2; 16], 1, t, TTL, || allowed(9));
-        let later = r.once([2; 16], 1, t + TTL, TTL, || allowed(8));
+        once(&r, [2; 16], t, || allowed(9));
+        let later = once(&r, [2; 16], t + TTL, || allowed(8));
         assert!(!later[0].replayed, "decided afresh once the ttl passed");
         assert_eq!(later[0].remaining, 8);
         assert_eq!(r.len(), 1);
@@ -225,32 +269,31 @@ mod tests {
 
     #[test]
     fn the_cap_bounds_records_and_a_full_table_still_decides() {
-        let r = Replays::new(SHARDS); // one record per shard
+        let r = Replays::new(SHARDS * 2); // two units per shard: one record of one outcome
         let t = Duration::from_secs(1000);
         for i in 0..10 * SHARDS {
             let mut d = [0u8; 16];
             d[0] = (i % 256) as u8;
             d[1] = (i / 256) as u8;
-            let out = r.once(d, 1, t, TTL, || allowed(1));
+            let out = once(&r, d, t, || allowed(1));
             assert!(!out[0].replayed);
         }
         assert!(r.len() <= SHARDS, "{}", r.len());
         // Once records expire, a full shard makes room.
-        let out = r.once([9; 16], 1, t + TTL, TTL, || allowed(1));
+        let out = once(&r, [9; 16], t + TTL, || allowed(1));
         assert!(!out[0].replayed);
         assert!(r.len() <= SHARDS);
     }
 
     #[test]
-    fn a_record_of_another_shape_is_not_replayed() {
-        let r = Replays::new(1000);
+    fn big_records_cost_more() {
+        let r = Replays::new(SHARDS * 10); // ten units per shard
         let t = Duration::from_secs(1000);
-        r.once([3; 16], 1, t, TTL, || allowed(9));
-        let two = r.once([3; 16], 2, t, TTL, || {
-            let mut v = allowed(5);
-            v.extend(allowed(5));
-            v
-        });
-        assert!(two.iter().all(|o| !o.replayed));
+        let big = || vec![Outcome::default(); 20];
+        let out = r.with([5; 16], t, TTL, |_| Step::Record(big(), true));
+        assert_eq!(out.len(), 20, "still answered");
+        assert!(r.is_empty(), "too big to keep");
+        r.with([5; 16], t, TTL, |_| Step::Record(big(), false));
+        assert_eq!(r.len(), 1, "a bare mark costs one unit");
     }
 }
