@@ -10,8 +10,9 @@
 //! same config with `x-max-tokens: 0`: a check at request, the charge at stream done — README,
 //! "LLM tokens") the same clients overshoot; both figures are printed for the README.
 //!
-//! Idempotent retries: a request retried with the same `Idempotency-Key` is charged once — its
-//! reservation and its settlement — while another key is charged again.
+//! Idempotent retries: a request retried with the same `Idempotency-Key` is counted once in the
+//! tenant's request limit and reserved once; each attempt pays the tokens it really used (no
+//! reservation is given back twice); another key is a new request.
 
 mod support;
 
@@ -35,6 +36,7 @@ descriptors:
   - key: tenant
     descriptors:
       - {key: budget, value: tokens, rate_limit: {unit: month, requests_per_unit: 10000, calendar: true}}
+      - {key: budget, value: requests, rate_limit: {unit: hour, requests_per_unit: 1000}}
 ";
 
 struct Gateway {
@@ -98,10 +100,15 @@ impl Gateway {
         logs(&[&mut self.envoy, &mut self.sluice, &mut self.upstream])
     }
 
-    /// The budget's count in sluice (`/admin/usage`).
+    /// The token budget's count in sluice (`/admin/usage`).
     async fn used(&self, tenant: &str) -> u64 {
+        self.count(tenant, "tokens").await
+    }
+
+    /// The count of the tenant's `budget` limit `which` (tokens, requests).
+    async fn count(&self, tenant: &str, which: &str) -> u64 {
         let target = format!(
-            r#"{{"domain":"example","descriptor":[{{"key":"tenant","value":"{tenant}"}},{{"key":"budget","value":"tokens"}}]}}"#
+            r#"{{"domain":"example","descriptor":[{{"key":"tenant","value":"{tenant}"}},{{"key":"budget","value":"{which}"}}]}}"#
         );
         let r = http_request(self.sluice_http, "POST", "/admin/usage", &[], Some(&target))
             .await
@@ -295,23 +302,33 @@ async fn a_retry_with_the_same_idempotency_key_is_charged_once() {
     let mut g = Gateway::start().await;
     let key = "sk-demo-ent-user-1";
     let first = g.model_call(key, "retry-me").await;
-    g.idempotent_reaches("first", 2).await; // its reservation and its settlement
+    g.idempotent_reaches("first", 2).await; // its request-time call and its settlement
     assert_eq!(g.used("enterprise_co").await, first);
+    assert_eq!(g.count("enterprise_co", "requests").await, 1);
 
-    // The client retries (say its connection dropped): the same key, twice more.
-    g.model_call(key, "retry-me").await;
-    g.model_call(key, "retry-me").await;
+    // The client retries (say its connection dropped): the same key, twice more. Counted
+    // once; the model ran three times, and each run's tokens are paid, but no reservation is
+    // returned twice (nor made twice).
+    let again = g.model_call(key, "retry-me").await;
+    let third = g.model_call(key, "retry-me").await;
     g.idempotent_reaches("replayed", 4).await;
     assert_eq!(
+        g.count("enterprise_co", "requests").await,
+        1,
+        "a retry is the same request\n{}",
+        g.logs()
+    );
+    assert_eq!(
         g.used("enterprise_co").await,
-        first,
-        "retries are charged nothing\n{}",
+        first + again + third,
+        "each attempt pays what it used, nothing more, nothing less\n{}",
         g.logs()
     );
     assert_eq!(g.idempotent("first").await, 2, "no retry decided afresh");
 
     // Another key is another request.
-    let second = g.model_call(key, "another").await;
+    let other = g.model_call(key, "another").await;
     g.idempotent_reaches("first", 4).await;
-    assert_eq!(g.used("enterprise_co").await, first + second);
+    assert_eq!(g.count("enterprise_co", "requests").await, 2);
+    assert_eq!(g.used("enterprise_co").await, first + again + third + other);
 }

@@ -94,6 +94,24 @@ async fn sequential(c: &mut Client, run: &str) {
         Code::OverLimit as i32,
         "{run}: denial replayed"
     );
+    // The same key and counter, but not lining up with the record (the counter twice): a
+    // repeat all the same, charged nothing.
+    let twice = req(
+        "api",
+        vec![
+            id(&first),
+            desc(&[("tenant", &tenant)]),
+            desc(&[("tenant", &tenant)]),
+        ],
+    );
+    let before = left(c, "tenant", &tenant).await;
+    let r = call(c, twice).await;
+    assert_eq!(r.statuses.len(), 3, "{run}");
+    assert_eq!(
+        left(c, "tenant", &tenant).await,
+        before,
+        "{run}: checks only"
+    );
     // The first request's decision still stands, with its original figures.
     assert_eq!(at(&call(c, once(&first)).await, 1), (Code::Ok, 2));
     // A request without a key is charged as usual.
