@@ -19,13 +19,15 @@
 --
 -- Idempotency (src/limiter/once.rs): a mode of 10 more than the above says the last key is the
 -- call's idempotency record; after the ops' arguments come its ttl (ms), its kind (1 decision,
--- 2 settlement) and, for a settlement, one hits figure per op (what a repeat charges: refunds
--- dropped). With no live record the ops are decided as usual and, in modes 0 and 1, the record
--- is written (a decision's with the outcomes) in this same script run, so concurrent attempts
--- charge this shard once. A live record answers for a repeat: a decision's outcomes are
--- replayed (reset shortened by the time since; a record not of as many ops makes every op a
--- check), a settlement's ops run with the repeat's hits. One more integer is returned then: 1
--- when the record answered, else 0.
+-- 2 settlement), the most repeats a decision's record answers (0: no bound) and, for a
+-- settlement, one hits figure per op (what a repeat charges: refunds dropped). With no live
+-- record the ops are decided as usual and, in modes 0 and 1, the record is written (a
+-- decision's as "<decided at> <repeats> <6 integers per op>") in this same script run, so
+-- concurrent attempts charge this shard once. A live record answers for a repeat: a decision's
+-- outcomes are replayed (reset shortened by the time since; a record not of as many ops makes
+-- every op a check) until its repeats reach the bound, then the call is a first attempt again;
+-- a settlement's ops run with the repeat's hits. One more integer is returned then: 1 when the
+-- record answered, else 0.
 --
 -- Structure: each algorithm is load(op) -> state (one read of its Redis key), decide(state,
 -- op) -> outcome (pure: it changes only the Lua table), store(state) (writes). A request's
@@ -441,13 +443,14 @@ local mode = tonumber(ARGV[2]) or 0
 
 -- Ops, and the idempotency record when the mode says so.
 local n = #KEYS
-local record, record_ttl, record_kind = nil, 0, 1
+local record, record_ttl, record_kind, record_max = nil, 0, 1, 0
 if mode >= 10 then
   mode = mode - 10
   n = #KEYS - 1
   record = KEYS[#KEYS]
   record_ttl = max(1, count(ARGV[2 + 7 * n + 1], 86400000))
   record_kind = count(ARGV[2 + 7 * n + 2], 2)
+  record_max = count(ARGV[2 + 7 * n + 3], MAX_COUNT)
 end
 
 local ops = {}
@@ -530,14 +533,26 @@ if record and (mode == 0 or mode == 1 or mode == 3) then
     -- A settlement again: its refunds were applied; the charges it carries still apply.
     repeated = true
     for i, op in ipairs(ops) do
-      op.hits = count(ARGV[2 + 7 * n + 2 + i], MAX_COUNT)
+      op.hits = count(ARGV[2 + 7 * n + 3 + i], MAX_COUNT)
       op.refund = false
     end
   elseif type(v) == 'string' then
     local nums = {}
     for x in string.gmatch(v, '%d+') do nums[#nums + 1] = tonumber(x) end
-    repeated = true
-    if #nums ~= 1 + 6 * n then
+    local repeats = nums[2] or 0
+    if record_max == 0 or repeats < record_max then
+      repeated = true
+      if record_max > 0 and mode ~= 3 then
+        -- One more repeat: the record keeps its outcomes and its expiry.
+        nums[2] = repeats + 1
+        local parts = {}
+        for i, x in ipairs(nums) do parts[i] = int(x) end
+        redis.call('SET', record, table.concat(parts, ' '), 'KEEPTTL')
+      end
+    end
+    if not repeated then
+      -- Its repeats spent: a first attempt again (the record is written afresh below).
+    elseif #nums ~= 2 + 6 * n then
       -- Not lining up with the record: charge nothing, only check.
       for _, op in ipairs(ops) do
         op.hits, op.refund = 0, false
@@ -546,7 +561,7 @@ if record and (mode == 0 or mode == 1 or mode == 3) then
       local elapsed = max(0, now - nums[1])
       local out = {}
       for i = 1, n do
-        local b = 1 + (i - 1) * 6
+        local b = 2 + (i - 1) * 6
         out[#out + 1] = nums[b + 1]
         out[#out + 1] = nums[b + 2]
         out[#out + 1] = max(0, nums[b + 3] - elapsed)
@@ -620,7 +635,7 @@ if record then
       -- below 2^53. A settlement: a bare mark.
       local value = '1'
       if record_kind ~= 2 then
-        local parts = { int(now) }
+        local parts = { int(now), '0' }
         for i = 1, #ops do
           for _, v in ipairs(results[i]) do parts[#parts + 1] = int(v) end
         end

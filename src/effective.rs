@@ -235,6 +235,7 @@ pub fn once<'r>(
                 found = Some(Once {
                     key,
                     ttl: idempotency.ttl,
+                    max_repeats: idempotency.max_repeats.unwrap_or(0),
                 })
             }
         }

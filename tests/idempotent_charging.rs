@@ -27,6 +27,15 @@ descriptors:
     rate_limit: {unit: month, requests_per_unit: 10000}
 "#;
 
+/// Repeats bounded: one record answers two repeats, then the key is charged again.
+const CAPPED: &str = r#"
+domain: capped
+idempotency: {key: request_id, ttl: 10m, max_repeats: 2}
+descriptors:
+  - key: tenant
+    rate_limit: {unit: hour, requests_per_unit: 10}
+"#;
+
 /// A domain without `idempotency:`: `request_id` is an ordinary (unmatched) descriptor.
 const PLAIN: &str = r#"
 domain: plain
@@ -269,14 +278,39 @@ async fn refusals(c: &mut Client, run: &str) {
     }
 }
 
+/// `max_repeats: 2`: a key reused for every request pays for every third one.
+async fn capped(c: &mut Client, run: &str) {
+    let tenant = format!("cap-{run}");
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        let r = call(
+            c,
+            req("capped", vec![id("same"), desc(&[("tenant", &tenant)])]),
+        )
+        .await;
+        seen.push(at(&r, 1).1);
+    }
+    assert_eq!(seen, [9, 9, 9, 8, 8, 8, 7], "{run}");
+    let r = call(c, req("capped", vec![desc_hits(&[("tenant", &tenant)], 0)])).await;
+    assert_eq!(
+        r.statuses[0].limit_remaining, 7,
+        "{run}: charged three times"
+    );
+}
+
 async fn run_all(flags: &[&str], label: &str) -> TestServer {
-    let s = TestServer::start(&[("a.yaml", RULES), ("p.yaml", PLAIN)], flags).await;
+    let s = TestServer::start(
+        &[("a.yaml", RULES), ("p.yaml", PLAIN), ("c.yaml", CAPPED)],
+        flags,
+    )
+    .await;
     let run = format!("{label}-{}", std::process::id());
     let mut c = s.client().await;
     sequential(&mut c, &run).await;
     settlement(&mut c, &run).await;
     concurrent(&s, &run).await;
     refusals(&mut c, &run).await;
+    capped(&mut c, &run).await;
     s
 }
 

@@ -32,6 +32,12 @@ fn accepted_forms() {
         (i.key.as_str(), i.ttl),
         ("request_id", Duration::from_secs(90))
     );
+    let d = parse_domain(
+        "f.yaml",
+        "domain: d\nidempotency: {key: k, max_repeats: 3}\n",
+    )
+    .expect("parses");
+    assert_eq!(d.idempotency.expect("declared").max_repeats, Some(3));
     let d = parse_domain("f.yaml", "domain: d\nidempotency: {key: k}\n").expect("parses");
     assert_eq!(
         d.idempotency.expect("declared").ttl,
@@ -70,6 +76,13 @@ fn errors_name_the_path_and_reason() {
             &format!("domain: d\nidempotency: {{key: k, ttl: '{bad}'}}\n"),
             "idempotency.ttl",
             "from 1s to 24h",
+        );
+    }
+    for bad in ["0", "1000001", "-1", "many"] {
+        assert_err(
+            &format!("domain: d\nidempotency: {{key: k, max_repeats: {bad}}}\n"),
+            "idempotency.max_repeats",
+            "",
         );
     }
     assert_err(

@@ -26,6 +26,11 @@
 //! therefore charged at most once per record however many attempts race, and no extra round
 //! trip is made.
 //!
+//! **Bounded repeats.** A rule's `max_repeats` caps how many repeats of a decision one record
+//! answers (a client reusing one key for every request gets at most that many free); past it
+//! the call is decided and charged as a first attempt, and its record replaces the old one.
+//! Settlements need no cap: their repeats still pay their charges.
+//!
 //! **What a repeat answers.** The first attempt's outcomes exactly (allowed, remaining, used),
 //! with `reset_after` shortened by the time since, and [`crate::limiter::Outcome::replayed`]
 //! set.
@@ -45,6 +50,9 @@ pub struct Once<'r> {
     pub key: &'r str,
     /// How long a repeat is recognised (the rule's `ttl`, at most [`MAX_TTL`]).
     pub ttl: Duration,
+    /// How many repeats of a decision one record answers; past that the key is charged as a
+    /// new request (and recorded afresh). 0: every repeat within the ttl.
+    pub max_repeats: u32,
 }
 
 /// One idempotent store call: the request's key, what the call does, and the ops a repeat of
@@ -172,6 +180,7 @@ mod tests {
         Once {
             key,
             ttl: Duration::from_secs(600),
+            max_repeats: 0,
         }
     }
 
@@ -249,11 +258,13 @@ mod tests {
         let long = Once {
             key: "k",
             ttl: Duration::from_secs(1 << 40),
+            max_repeats: 0,
         };
         assert_eq!(long.ttl_ms(), 86_400_000);
         let zero = Once {
             key: "k",
             ttl: Duration::ZERO,
+            max_repeats: 0,
         };
         assert_eq!(zero.ttl_ms(), 1);
     }

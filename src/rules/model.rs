@@ -198,6 +198,8 @@ pub struct Idempotency {
     pub key: String,
     /// How long a repeat is recognised.
     pub ttl: std::time::Duration,
+    /// How many repeats one record answers (`None`: all within the ttl).
+    pub max_repeats: Option<u32>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //!   non-empty string of at most [`MAX_KEY_BYTES`].
 //! - `ttl`: how long a repeat is recognised: `250ms`, `30s`, `10m`, `1h`, at least 1 s and at
 //!   most 24 h; 10 minutes when absent.
+//! - `max_repeats`: how many repeats one record answers (1 to [`MAX_REPEATS`]); past that the
+//!   key is charged as a new request. Absent: every repeat within the ttl.
 
 use crate::concurrency::rule::parse_duration;
 use crate::rules::model::Idempotency;
@@ -21,7 +23,10 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 
 /// Keys `idempotency` may contain.
-const KEYS: &[&str] = &["key", "ttl"];
+const KEYS: &[&str] = &["key", "ttl", "max_repeats"];
+
+/// The most repeats a rule may let one record answer.
+pub const MAX_REPEATS: u32 = 1_000_000;
 
 impl Parser<'_> {
     /// The domain's `idempotency` (None when absent or null).
@@ -72,6 +77,21 @@ impl Parser<'_> {
                 }
             }
         };
-        Ok(Some(Idempotency { key, ttl }))
+        let repeats_path = join(path, "max_repeats");
+        let max_repeats = match self.u32_field(m, "max_repeats", path)? {
+            None => None,
+            Some(n) if (1..=MAX_REPEATS).contains(&n) => Some(n),
+            Some(n) => {
+                return Err(self.err(
+                    &repeats_path,
+                    format!("must be from 1 to {MAX_REPEATS}, not {n}"),
+                ))
+            }
+        };
+        Ok(Some(Idempotency {
+            key,
+            ttl,
+            max_repeats,
+        }))
     }
 }

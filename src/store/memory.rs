@@ -268,18 +268,22 @@ impl MemoryStore {
             }
             out
         };
+        let max = call.once.max_repeats;
         self.replays
             .with(digest, now, call.once.ttl, |live| match (call.kind, live) {
-                (Kind::Decision, None) => Step::Record(decide(ops), true),
                 (Kind::Settlement, None) => Step::Record(decide(ops), false),
-                (Kind::Decision, Some((stored, elapsed))) if stored.len() == ops.len() => {
-                    Step::Answer(stored.iter().map(|o| replay(o, elapsed)).collect())
-                }
-                (Kind::Decision, Some(_)) => {
-                    let checks: Vec<Op> = ops.iter().map(as_check).collect();
-                    Step::Answer(mark(decide(&checks)))
-                }
                 (Kind::Settlement, Some(_)) => Step::Answer(mark(decide(call.repeat))),
+                (Kind::Decision, Some(l)) if max == 0 || l.repeats < max => {
+                    if l.stored.len() == ops.len() {
+                        let out = l.stored.iter().map(|o| replay(o, l.elapsed)).collect();
+                        Step::Repeat(out)
+                    } else {
+                        let checks: Vec<Op> = ops.iter().map(as_check).collect();
+                        Step::Repeat(mark(decide(&checks)))
+                    }
+                }
+                // No record, or its repeats spent: a first attempt.
+                (Kind::Decision, _) => Step::Record(decide(ops), true),
             })
     }
 

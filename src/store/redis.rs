@@ -57,6 +57,8 @@ struct Record {
     ttl_ms: u64,
     /// Decision or settlement.
     kind: Kind,
+    /// The rule's `max_repeats` (0: unbounded).
+    max_repeats: u32,
     /// A settlement: per op of the call, the hits its repeat charges (refunds dropped).
     repeat_hits: Vec<u32>,
 }
@@ -406,7 +408,7 @@ impl RedisStore {
                 Kind::Decision => 1,
                 Kind::Settlement => 2,
             };
-            inv.key(&r.key).arg(r.ttl_ms).arg(kind);
+            inv.key(&r.key).arg(r.ttl_ms).arg(kind).arg(r.max_repeats);
             for h in &r.repeat_hits {
                 inv.arg(*h);
             }
@@ -531,6 +533,7 @@ impl RedisStore {
             key: format!("{}_#r{}", self.redis_key(first), hex(&digest)),
             ttl_ms: call.once.ttl_ms(),
             kind: call.kind,
+            max_repeats: call.once.max_repeats,
             repeat_hits,
         }
     }

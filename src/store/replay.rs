@@ -34,8 +34,10 @@ struct Record {
     at: Duration,
     /// When the record stops counting (ms since the epoch).
     expires_ms: u64,
-    /// The first attempt's outcomes, one per op.
+    /// The first attempt's outcomes, one per op (empty for a settlement's mark).
     outcomes: Box<[Outcome]>,
+    /// Repeats answered so far (for a rule's `max_repeats`).
+    repeats: u32,
 }
 
 /// One shard of records.
@@ -74,10 +76,22 @@ impl Shard {
     }
 }
 
+/// A live record, as the caller sees it.
+pub struct Live<'a> {
+    /// The first attempt's outcomes (empty for a settlement's mark).
+    pub stored: &'a [Outcome],
+    /// Since they were decided.
+    pub elapsed: Duration,
+    /// Repeats the record has answered.
+    pub repeats: u32,
+}
+
 /// What the caller does with a record's shard locked.
 pub enum Step {
     /// Answer with these outcomes; the record (if any) stays as it is.
     Answer(Vec<Outcome>),
+    /// Answer with these outcomes as one more repeat of the live record.
+    Repeat(Vec<Outcome>),
     /// Answer with these outcomes and record them (`keep`: with the outcomes, for replays;
     /// else as a bare mark).
     Record(Vec<Outcome>, bool),
@@ -126,15 +140,15 @@ impl Replays {
         self.len() == 0
     }
 
-    /// Runs `f` with record `digest` locked: `f` sees the live record's stored outcomes and
-    /// the time since they were decided (`None` when there is no live record) and says what
-    /// to answer and whether to record it for `ttl`. `f` must not take a record lock itself.
+    /// Runs `f` with record `digest` locked: `f` sees the live record (`None` when there is
+    /// none) and says what to answer and whether to count a repeat or record afresh for
+    /// `ttl`. `f` must not take a record lock itself.
     pub fn with(
         &self,
         digest: [u8; 16],
         now: Duration,
         ttl: Duration,
-        f: impl FnOnce(Option<(&[Outcome], Duration)>) -> Step,
+        f: impl FnOnce(Option<Live<'_>>) -> Step,
     ) -> Vec<Outcome> {
         let now_ms = millis(now);
         let mut shard = self.shards[usize::from(digest[0]) % SHARDS].lock();
@@ -142,9 +156,19 @@ impl Replays {
             .map
             .get(&digest)
             .filter(|r| r.expires_ms > now_ms)
-            .map(|r| (&r.outcomes[..], now.saturating_sub(r.at)));
+            .map(|r| Live {
+                stored: &r.outcomes,
+                elapsed: now.saturating_sub(r.at),
+                repeats: r.repeats,
+            });
         let (outcomes, keep) = match f(live) {
             Step::Answer(outcomes) => return outcomes,
+            Step::Repeat(outcomes) => {
+                if let Some(r) = shard.map.get_mut(&digest) {
+                    r.repeats = r.repeats.saturating_add(1);
+                }
+                return outcomes;
+            }
             Step::Record(outcomes, keep) => (outcomes, keep),
         };
         let expires_ms = now_ms.saturating_add(millis(ttl));
@@ -172,6 +196,7 @@ impl Replays {
             at: now,
             expires_ms,
             outcomes: stored,
+            repeats: 0,
         };
         shard.units += cost;
         shard.map.insert(digest, record);
@@ -230,10 +255,10 @@ mod tests {
         decide: impl FnOnce() -> Vec<Outcome>,
     ) -> Vec<Outcome> {
         r.with(d, now, TTL, |live| match live {
-            Some((stored, elapsed)) if stored.len() == 1 => Step::Answer(
-                stored
+            Some(l) if l.stored.len() == 1 => Step::Repeat(
+                l.stored
                     .iter()
-                    .map(|o| crate::limiter::once::replay(o, elapsed))
+                    .map(|o| crate::limiter::once::replay(o, l.elapsed))
                     .collect(),
             ),
             _ => Step::Record(decide(), true),
