@@ -19,15 +19,19 @@
 --
 -- Idempotency (src/limiter/once.rs): a mode of 10 more than the above says the last key is the
 -- call's idempotency record; after the ops' arguments come its ttl (ms), its kind (1 decision,
--- 2 settlement), the most repeats a decision's record answers (0: no bound) and, for a
--- settlement, one hits figure per op (what a repeat charges: refunds dropped). With no live
--- record the ops are decided as usual and, in modes 0 and 1, the record is written (a
--- decision's as "<decided at> <repeats> <6 integers per op>") in this same script run, so
--- concurrent attempts charge this shard once. A live record answers for a repeat: a decision's
--- outcomes are replayed (reset shortened by the time since; a record not of as many ops makes
--- every op a check) until its repeats reach the bound, then the call is a first attempt again;
--- a settlement's ops run with the repeat's hits. One more integer is returned then: 1 when the
--- record answered, else 0.
+-- 2 settlement), the most repeats a decision's record answers (0: no bound), the key's ledger
+-- tag and, for a settlement, two figures per op: the hits it charges and refunds before
+-- netting. A counter's ledger (`<counter key>_#rl<tag>`) holds what the key still has reserved
+-- there.
+--   Decision: with no live record (or its repeats spent) the ops are decided as usual and, in
+--   modes 0 and 1, the record is written ("<decided at> <repeats> <6 integers per op>") and
+--   every charge the store counted is added to its counter's ledger, in this same script run,
+--   so concurrent attempts charge this shard once. A live record answers for a repeat: its
+--   outcomes replayed (reset shortened by the time since; a record not of as many ops makes
+--   every op a check).
+--   Settlement: no record; each refund is capped by its counter's ledger, netted with the
+--   charge, and (modes 0 and 1, when charged) taken from the ledger.
+-- One more integer is returned then: 1 when a record answered or a refund was capped, else 0.
 --
 -- Structure: each algorithm is load(op) -> state (one read of its Redis key), decide(state,
 -- op) -> outcome (pure: it changes only the Lua table), store(state) (writes). A request's
@@ -443,7 +447,7 @@ local mode = tonumber(ARGV[2]) or 0
 
 -- Ops, and the idempotency record when the mode says so.
 local n = #KEYS
-local record, record_ttl, record_kind, record_max = nil, 0, 1, 0
+local record, record_ttl, record_kind, record_max, ledger_tag = nil, 0, 1, 0, ''
 if mode >= 10 then
   mode = mode - 10
   n = #KEYS - 1
@@ -451,6 +455,13 @@ if mode >= 10 then
   record_ttl = max(1, count(ARGV[2 + 7 * n + 1], 86400000))
   record_kind = count(ARGV[2 + 7 * n + 2], 2)
   record_max = count(ARGV[2 + 7 * n + 3], MAX_COUNT)
+  ledger_tag = ARGV[2 + 7 * n + 4] or ''
+end
+local LEDGER_CAP = COUNTER_CAP
+
+-- A counter's ledger key for this call's idempotency key.
+local function ledger_of(op)
+  return op.key .. '_#rl' .. ledger_tag
 end
 
 local ops = {}
@@ -525,18 +536,31 @@ local function fixed_incr(op)
   return { allowed and 1 or 0, remaining, reset, allowed and 0 or reset, before, after }
 end
 
--- A live record answers for the call.
+-- A settlement: each refund capped by what the key still has reserved on its counter.
 local repeated = false
-if record and (mode == 0 or mode == 1 or mode == 3) then
-  local v = read('GET', record)
-  if type(v) == 'string' and record_kind == 2 then
-    -- A settlement again: its refunds were applied; the charges it carries still apply.
-    repeated = true
-    for i, op in ipairs(ops) do
-      op.hits = count(ARGV[2 + 7 * n + 3 + i], MAX_COUNT)
-      op.refund = false
+local took, held = {}, {}
+if record and record_kind == 2 then
+  local base = 2 + 7 * n + 4
+  for i, op in ipairs(ops) do
+    local charged = count(ARGV[base + 2 * i - 1], MAX_COUNT)
+    local refund = count(ARGV[base + 2 * i], MAX_COUNT)
+    if refund > 0 then
+      held[i] = count(read('GET', ledger_of(op)), LEDGER_CAP)
+      took[i] = min(refund, held[i])
+      if took[i] < refund then repeated = true end
+      if charged >= took[i] then
+        op.hits, op.refund = charged - took[i], false
+      else
+        op.hits, op.refund = took[i] - charged, true
+      end
     end
-  elseif type(v) == 'string' then
+  end
+end
+
+-- A live record answers for a decision.
+if record and record_kind == 1 and (mode == 0 or mode == 1 or mode == 3) then
+  local v = read('GET', record)
+  if type(v) == 'string' then
     local nums = {}
     for x in string.gmatch(v, '%d+') do nums[#nums + 1] = tonumber(x) end
     local repeats = nums[2] or 0
@@ -627,23 +651,40 @@ for i = 1, #ops do
   end
 end
 if record then
-  if repeated then
-    out[#out + 1] = 1
-  else
-    if mode == 0 or mode == 1 then
-      -- A decision: "<decided at, us> <6 integers per op>", every value a non-negative integer
-      -- below 2^53. A settlement: a bare mark.
-      local value = '1'
-      if record_kind ~= 2 then
-        local parts = { int(now), '0' }
-        for i = 1, #ops do
-          for _, v in ipairs(results[i]) do parts[#parts + 1] = int(v) end
+  local charged = mode == 0 or (mode == 1 and all_fit)
+  if record_kind == 2 then
+    if charged then
+      for i, op in ipairs(ops) do
+        if took[i] and took[i] > 0 then
+          local left = held[i] - took[i]
+          if left > 0 then
+            redis.call('SET', ledger_of(op), int(left), 'KEEPTTL')
+          else
+            redis.call('DEL', ledger_of(op))
+          end
         end
-        value = table.concat(parts, ' ')
       end
-      redis.call('SET', record, value, 'PX', int(record_ttl))
     end
-    out[#out + 1] = 0
+  elseif not repeated and (mode == 0 or mode == 1) then
+    -- "<decided at, us> <repeats> <6 integers per op>": every value a non-negative integer
+    -- below 2^53.
+    local parts = { int(now), '0' }
+    for i = 1, #ops do
+      for _, v in ipairs(results[i]) do parts[#parts + 1] = int(v) end
+    end
+    redis.call('SET', record, table.concat(parts, ' '), 'PX', int(record_ttl))
+    if charged then
+      -- What the store counted is reserved in the key's ledger (a denied fixed-window hit is
+      -- counted, as upstream; the other algorithms count only what they admit).
+      for i, op in ipairs(ops) do
+        if not op.refund and op.hits > 0 and (results[i][1] == 1 or op.algo == 1) then
+          local lk = ledger_of(op)
+          local total = min(count(read('GET', lk), LEDGER_CAP) + op.hits, LEDGER_CAP)
+          redis.call('SET', lk, int(total), 'PX', int(record_ttl))
+        end
+      end
+    end
   end
+  out[#out + 1] = repeated and 1 or 0
 end
 return out

@@ -10,10 +10,9 @@ use crate::concurrency::memory::MemorySlots;
 use crate::concurrency::metrics::RoomMetrics;
 use crate::concurrency::{SlotAction, SlotOutcome, SlotResult, WaitingRoom};
 use crate::effective::{self, Pending};
-use crate::limiter::once::{without_refund, Kind, OnceCall};
-use crate::limiter::plan::{Decided, LimitSource, Plan};
+use crate::limiter::once::{Kind, OnceCall};
+use crate::limiter::plan::{self, Decided, LimitSource, Plan};
 use crate::limiter::unit::Unit;
-use crate::limiter::Op;
 use crate::meter::Meter;
 use crate::overrides::registry::Overrides;
 use crate::overrides::{OverrideSet, Target};
@@ -248,14 +247,14 @@ impl<S: Store> RateLimiter<S> {
             None => self.store.apply(plan.ops(), deadline).await?,
             Some(once) => {
                 let kind = Kind::of(plan.requested_ops());
-                let repeat: Vec<Op> = match kind {
+                let gross = match kind {
                     Kind::Decision => Vec::new(),
-                    Kind::Settlement => plan.requested_ops().iter().map(without_refund).collect(),
+                    Kind::Settlement => plan::gross(plan.requested_ops()),
                 };
                 let call = OnceCall {
                     once: *once,
                     kind,
-                    repeat: &repeat,
+                    gross: &gross,
                 };
                 let outcomes = self.store.apply_once(plan.ops(), &call, deadline).await?;
                 self.calls.idempotent(outcomes.iter().any(|o| o.replayed));

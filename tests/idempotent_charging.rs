@@ -187,6 +187,34 @@ async fn settlement(c: &mut Client, run: &str) {
         10_000 - 450,
         "{run}: finished then retried"
     );
+
+    // A retry cannot return more than the key reserved, whatever it claims: the first
+    // attempt reserves 1; a retry claiming 10^9 is a repeat (not checked, not reserved) and
+    // settles first, giving back 10^9 — capped at the 1 reserved.
+    let t3 = format!("tok3-{run}");
+    let key3 = format!("{run}-llm3");
+    let budget3 = |hits: u64| desc_hits(&[("budget", &t3)], hits);
+    let settle3 = |used: u64, back: u64| {
+        let back = RateLimitDescriptor {
+            is_negative_hits: true,
+            ..budget3(back)
+        };
+        req("api", vec![id(&key3), budget3(used), back])
+    };
+    call(c, req("api", vec![id(&key3), budget3(1)])).await;
+    let big = call(c, req("api", vec![id(&key3), budget3(1_000_000_000)])).await;
+    assert_eq!(
+        big.overall_code,
+        Code::Ok as i32,
+        "{run}: the first decision"
+    );
+    call(c, settle3(10, 1_000_000_000)).await;
+    call(c, settle3(5, 1)).await;
+    assert_eq!(
+        left(c, "budget", &t3).await,
+        10_000 - 15,
+        "{run}: no free budget"
+    );
 }
 
 /// Twenty concurrent attempts of one request touching several counters (on several shards

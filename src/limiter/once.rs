@@ -1,35 +1,34 @@
 //! Idempotent charging: a request carrying an idempotency key (a domain's `idempotency:` rule)
-//! is charged once per key; a repeat within the rule's `ttl` charges nothing and gets the
-//! first attempt's outcomes again.
+//! is charged once per key; a repeat within the rule's `ttl` is not charged again and gets the
+//! first attempt's outcomes.
 //!
 //! **Two kinds of calls.** A call that only charges or checks (Envoy's request-time call) is a
 //! [`Kind::Decision`]: its first attempt is decided and recorded, a repeat is answered from the
 //! record and charges nothing. A call that refunds (Envoy's stream-done call of a token budget:
-//! the tokens used, the reservation given back) is a [`Kind::Settlement`]: its refunds are
-//! applied once per key, its charges every time. So a retried model call is not reserved again
-//! and its reservation is not returned twice, while the tokens each attempt really used are
-//! charged: a client cannot earn budget by aborting a first attempt and retrying, nor by
-//! retrying a finished one.
+//! the tokens used, and the reservation given back) is a [`Kind::Settlement`]: it is never
+//! answered from a record — each attempt's charges (the tokens it really used) apply — but its
+//! refunds on a counter are capped by what the key still has *reserved* there: the hits its
+//! decisions charged on that counter minus what its settlements already gave back (the key's
+//! *ledger* on the counter, kept for the ttl). So a retried model call is not reserved again,
+//! no reservation is returned twice or returned when it was never made, whatever the order,
+//! the timing or the `x-max-tokens` of the attempts, and every attempt pays what it used.
 //!
-//! **What is a repeat.** A record is named by the key, the kind and the call's counters (their
+//! **What is a repeat.** A decision record is named by the key and the call's counters (their
 //! keys, sorted, each once) — not by hits: a retry that asks for more gets the first decision.
 //! The name is a SHA-256 digest ([`Once::digest`]) of those, length-prefixed, so no key value
 //! can be chosen to land on another request's record, and the counter keys scope a record to
 //! the caller's own counters. A repeat whose ops do not line up with its record (the same
-//! counters charged twice in one call, say) charges nothing: its ops only check.
+//! counters charged twice in one call, say) charges nothing: its ops only check. A rule's
+//! `max_repeats` caps how many repeats one record answers; past it the call is a first attempt
+//! again (charged, recorded afresh, and its charge reserved in the ledger).
 //!
 //! **Where records live.** Next to the counters they answer for, written in the same atomic
-//! step: the memory store holds a bounded table ([`crate::store::replay`]) and decides a
-//! request's ops while holding the record's lock; Redis keeps one record per script call
-//! (per shard, or per Cluster slot) under the call's first counter key plus `_#r<digest>`,
-//! read and written by the very script that charges that shard's counters. Each shard is
-//! therefore charged at most once per record however many attempts race, and no extra round
-//! trip is made.
-//!
-//! **Bounded repeats.** A rule's `max_repeats` caps how many repeats of a decision one record
-//! answers (a client reusing one key for every request gets at most that many free); past it
-//! the call is decided and charged as a first attempt, and its record replaces the old one.
-//! Settlements need no cap: their repeats still pay their charges.
+//! step: the memory store holds bounded tables ([`crate::store::replay`]) and decides a call's
+//! ops while holding its record's lock; Redis keeps one record per script call (per shard, or
+//! per Cluster slot) under the call's first counter key plus `_#r<digest>`, and a ledger per
+//! counter under its key plus `_#rl<digest of the key>`, read and written by the very script
+//! that charges that shard's counters. Each shard is therefore charged at most once per record
+//! however many attempts race, and no extra round trip is made.
 //!
 //! **What a repeat answers.** The first attempt's outcomes exactly (allowed, remaining, used),
 //! with `reset_after` shortened by the time since, and [`crate::limiter::Outcome::replayed`]
@@ -55,16 +54,17 @@ pub struct Once<'r> {
     pub max_repeats: u32,
 }
 
-/// One idempotent store call: the request's key, what the call does, and the ops a repeat of
-/// a settlement runs instead ([`without_refund`] of each, same positions as the call's ops).
+/// One idempotent store call: the request's key, what the call does, and for a settlement
+/// the hits each op charges and refunds before netting ([`crate::limiter::plan::gross`],
+/// same positions as the call's ops).
 #[derive(Debug, Clone, Copy)]
 pub struct OnceCall<'a> {
     /// The key and ttl.
     pub once: Once<'a>,
     /// Decision or settlement.
     pub kind: Kind,
-    /// A settlement repeat's ops (empty for a decision).
-    pub repeat: &'a [Op],
+    /// A settlement's `(charged, refunded)` per op (empty for a decision).
+    pub gross: &'a [(u32, u32)],
 }
 
 /// What a call does, as its record tells it apart.
@@ -72,7 +72,7 @@ pub struct OnceCall<'a> {
 pub enum Kind {
     /// Charges and checks only: a repeat is answered from the record, charged nothing.
     Decision,
-    /// Refunds (a settlement): a repeat's refunds are dropped, its charges still apply.
+    /// Refunds (a settlement): charges apply, refunds are capped by the key's ledger.
     Settlement,
 }
 
@@ -110,6 +110,27 @@ impl Once<'_> {
         out
     }
 
+    /// The name of this key's ledger on counter `counter` (memory store): 16 bytes of SHA-256
+    /// over both, length-prefixed.
+    pub fn ledger(&self, counter: &str) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(b"sluice-ledger-v1");
+        h.update((self.key.len() as u64).to_le_bytes());
+        h.update(self.key.as_bytes());
+        h.update((counter.len() as u64).to_le_bytes());
+        h.update(counter.as_bytes());
+        first16(&h.finalize())
+    }
+
+    /// The digest naming this key's ledgers in Redis (appended to each counter's key).
+    pub fn ledger_tag(&self) -> [u8; 16] {
+        let mut h = Sha256::new();
+        h.update(b"sluice-ledger-v1");
+        h.update((self.key.len() as u64).to_le_bytes());
+        h.update(self.key.as_bytes());
+        first16(&h.finalize())
+    }
+
     /// The record's time-to-live in whole milliseconds (at least 1).
     pub fn ttl_ms(&self) -> u64 {
         u64::try_from(self.ttl.min(MAX_TTL).as_millis())
@@ -140,13 +161,36 @@ pub fn replay(o: &Outcome, elapsed: Duration) -> Outcome {
     }
 }
 
-/// `op` as a repeat of a settlement runs it: refunds dropped (they become checks), charges
-/// kept.
-pub fn without_refund(op: &Op) -> Op {
+/// The first 16 bytes of a digest.
+fn first16(full: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// The hits a decision's op reserved in its key's ledger: its charge if the store counted it
+/// (admitted, or a fixed or calendar window, which counts denied hits as upstream does).
+pub fn reserved(op: &Op, outcome: &Outcome) -> u64 {
+    if op.refund || op.hits == 0 {
+        return 0;
+    }
+    if outcome.allowed || op.algorithm.is_fixed_window() {
+        u64::from(op.hits)
+    } else {
+        0
+    }
+}
+
+/// A settlement's op once its refund is capped to `refund` (of its gross `charged`): the net,
+/// a charge, a refund, or a check when they cancel out.
+pub fn netted(op: &Op, charged: u32, refund: u32) -> Op {
     let mut o = op.clone();
-    if o.refund {
-        o.hits = 0;
+    if charged >= refund {
+        o.hits = charged - refund;
         o.refund = false;
+    } else {
+        o.hits = refund - charged;
+        o.refund = true;
     }
     o
 }

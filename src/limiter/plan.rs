@@ -324,3 +324,43 @@ pub fn settle(ops: &[Op]) -> Vec<Op> {
     }
     out
 }
+
+/// Per op of `ops` (the requested ops; positions as in [`settle`]): the hits it charges and
+/// refunds before netting. A counter both charged and refunded has its totals on its first op
+/// (the one [`settle`] gives the net) and `(0, 0)` on the others; any other op has its own.
+/// An idempotent settlement caps the refunds by what its key reserved before netting
+/// ([`crate::limiter::once`]).
+pub fn gross(ops: &[Op]) -> Vec<(u32, u32)> {
+    let own = |o: &Op| if o.refund { (0, o.hits) } else { (o.hits, 0) };
+    let mut out: Vec<(u32, u32)> = ops.iter().map(own).collect();
+    let mut done = vec![false; ops.len()];
+    for i in 0..ops.len() {
+        if done[i] {
+            continue;
+        }
+        let group: Vec<usize> = (i..ops.len())
+            .filter(|&j| !done[j] && same_counter(&ops[i], &ops[j]))
+            .collect();
+        for &j in &group {
+            done[j] = true;
+        }
+        let (mut charged, mut refunded) = (0u64, 0u64);
+        for &j in &group {
+            let (c, r) = own(&ops[j]);
+            charged += u64::from(c);
+            refunded += u64::from(r);
+        }
+        if charged == 0 || refunded == 0 {
+            continue;
+        }
+        let cap = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+        for (n, &j) in group.iter().enumerate() {
+            out[j] = if n == 0 {
+                (cap(charged), cap(refunded))
+            } else {
+                (0, 0)
+            };
+        }
+    }
+    out
+}

@@ -18,7 +18,7 @@
 
 use crate::clock::Clock;
 use crate::limiter::fixed_window::FixedWindow;
-use crate::limiter::once::{as_check, replay, Kind, OnceCall};
+use crate::limiter::once::{as_check, netted, replay, reserved, Kind, OnceCall};
 use crate::limiter::sliding_log::SlidingLog;
 use crate::limiter::sliding_window::SlidingWindow;
 use crate::limiter::token_bucket::TokenBucket;
@@ -186,6 +186,9 @@ pub struct MemoryStore {
     keys: metrics::Gauge,
     /// Idempotency records (`idempotency:` rules), bounded by the same cap as counters.
     replays: Replays,
+    /// Idempotency keys' ledgers: hits each key still holds reserved on each counter (a
+    /// table of its own: it is locked while a record's lock is held).
+    ledgers: Replays,
 }
 
 impl MemoryStore {
@@ -202,6 +205,7 @@ impl MemoryStore {
             full: metrics::Counter::noop(),
             keys: metrics::Gauge::noop(),
             replays: Replays::new(max_keys),
+            ledgers: Replays::new(max_keys),
         }
     }
 
@@ -214,8 +218,9 @@ impl MemoryStore {
                 metrics::gauge!("sluice_memory_store_keys"),
             )
         });
-        self.replays
-            .set_full(meter.record(|| metrics::counter!("sluice_idempotency_full_total")));
+        let full = meter.record(|| metrics::counter!("sluice_idempotency_full_total"));
+        self.replays.set_full(full.clone());
+        self.ledgers.set_full(full);
         self
     }
 
@@ -246,13 +251,15 @@ impl MemoryStore {
     }
 
     /// Runs `ops` of an idempotent call at the clock's current time
-    /// ([`crate::limiter::once`]): the first attempt is decided and recorded; a repeat of a
-    /// decision replays the record (or, not lining up with it, only checks), a repeat of a
-    /// settlement runs `call.repeat` (its refunds dropped). Concurrent attempts are serialised
-    /// on the record's lock, so the counters are charged exactly once.
+    /// ([`crate::limiter::once`]). A decision's first attempt is decided, recorded, and its
+    /// charges credited to the key's ledgers; a repeat replays the record (or, not lining up
+    /// with it, only checks) until `max_repeats`. A settlement is decided with each refund
+    /// capped by the key's ledger on that counter. Concurrent attempts of a decision are
+    /// serialised on the record's lock, so the counters are charged exactly once; ledgers are
+    /// debited under their own lock, so two settlements never return one reservation twice.
     pub fn apply_once_now(&self, ops: &[Op], call: &OnceCall<'_>) -> Vec<Outcome> {
         let now = self.clock.now();
-        let digest = call.once.digest(call.kind, ops);
+        let once = &call.once;
         let decide = |ops: &[Op]| {
             if self.atomic {
                 self.apply_all_or_nothing(now, ops)
@@ -262,29 +269,72 @@ impl MemoryStore {
                     .collect::<Vec<_>>()
             }
         };
-        let mark = |mut out: Vec<Outcome>| {
-            for o in &mut out {
-                o.replayed = true;
+        if call.kind == Kind::Settlement {
+            // Take each refund from the ledger first (released at once: no lock is held while
+            // the counters are decided), then net; a request all-or-nothing refused gives it
+            // back.
+            let mut took = vec![0u64; ops.len()];
+            let mut capped = false;
+            let netted_ops: Vec<Op> = ops
+                .iter()
+                .enumerate()
+                .map(|(i, op)| {
+                    let (charged, refund) = call.gross.get(i).copied().unwrap_or((0, 0));
+                    if refund == 0 {
+                        return op.clone();
+                    }
+                    let t =
+                        self.ledgers
+                            .debit(once.ledger(&op.key), u64::from(refund), now, once.ttl);
+                    took[i] = t;
+                    capped |= t < u64::from(refund);
+                    netted(op, charged, u32::try_from(t).unwrap_or(u32::MAX))
+                })
+                .collect();
+            let mut out = decide(&netted_ops);
+            let refused = self.atomic && out.iter().any(|o| !o.allowed);
+            for (i, o) in out.iter_mut().enumerate() {
+                if refused && took[i] > 0 {
+                    self.ledgers
+                        .credit(once.ledger(&ops[i].key), took[i], now, once.ttl);
+                }
+                o.replayed = capped;
             }
-            out
-        };
-        let max = call.once.max_repeats;
-        self.replays
-            .with(digest, now, call.once.ttl, |live| match (call.kind, live) {
-                (Kind::Settlement, None) => Step::Record(decide(ops), false),
-                (Kind::Settlement, Some(_)) => Step::Answer(mark(decide(call.repeat))),
-                (Kind::Decision, Some(l)) if max == 0 || l.repeats < max => {
-                    if l.stored.len() == ops.len() {
-                        let out = l.stored.iter().map(|o| replay(o, l.elapsed)).collect();
-                        Step::Repeat(out)
-                    } else {
-                        let checks: Vec<Op> = ops.iter().map(as_check).collect();
-                        Step::Repeat(mark(decide(&checks)))
+            return out;
+        }
+        let digest = once.digest(Kind::Decision, ops);
+        let max = once.max_repeats;
+        self.replays.with(digest, now, once.ttl, |live| match live {
+            Some(l) if max == 0 || l.repeats < max => {
+                let out = if l.stored.len() == ops.len() {
+                    l.stored.iter().map(|o| replay(o, l.elapsed)).collect()
+                } else {
+                    let checks: Vec<Op> = ops.iter().map(as_check).collect();
+                    let mut out = decide(&checks);
+                    for o in &mut out {
+                        o.replayed = true;
+                    }
+                    out
+                };
+                if max == 0 {
+                    Step::Answer(out)
+                } else {
+                    Step::Repeat(out)
+                }
+            }
+            // No record, or its repeats spent: a first attempt.
+            _ => {
+                let out = decide(ops);
+                let charged = !(self.atomic && out.iter().any(|o| !o.allowed));
+                if charged {
+                    for (op, o) in ops.iter().zip(&out) {
+                        self.ledgers
+                            .credit(once.ledger(&op.key), reserved(op, o), now, once.ttl);
                     }
                 }
-                // No record, or its repeats spent: a first attempt.
-                (Kind::Decision, _) => Step::Record(decide(ops), true),
-            })
+                Step::Record(out, true)
+            }
+        })
     }
 
     /// Live idempotency records (expired ones included until swept).
@@ -505,6 +555,7 @@ impl MemoryStore {
             }
         }
         self.replays.sweep(self.clock.now());
+        self.ledgers.sweep(self.clock.now());
         self.keys.set(self.len() as f64);
         dropped
     }

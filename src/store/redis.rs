@@ -59,8 +59,10 @@ struct Record {
     kind: Kind,
     /// The rule's `max_repeats` (0: unbounded).
     max_repeats: u32,
-    /// A settlement: per op of the call, the hits its repeat charges (refunds dropped).
-    repeat_hits: Vec<u32>,
+    /// The key's ledger tag: a counter's ledger is its key, `_#rl` and this.
+    ledger: String,
+    /// A settlement: per op of the call, `(charged, refunded)` before netting.
+    gross: Vec<(u32, u32)>,
 }
 
 /// How to reach and use the Redis shards.
@@ -408,9 +410,13 @@ impl RedisStore {
                 Kind::Decision => 1,
                 Kind::Settlement => 2,
             };
-            inv.key(&r.key).arg(r.ttl_ms).arg(kind).arg(r.max_repeats);
-            for h in &r.repeat_hits {
-                inv.arg(*h);
+            inv.key(&r.key)
+                .arg(r.ttl_ms)
+                .arg(kind)
+                .arg(r.max_repeats)
+                .arg(&r.ledger);
+            for (c, refunded) in &r.gross {
+                inv.arg(*c).arg(*refunded);
             }
         }
         let values: Vec<i64> = tokio::time::timeout(budget, s.conn.invoke(&inv))
@@ -522,11 +528,11 @@ impl RedisStore {
     fn record(&self, call: &OnceCall<'_>, ops: &[Op], idx: &[usize]) -> Record {
         let digest = call.once.digest(call.kind, idx.iter().map(|&i| &ops[i]));
         let first = idx.first().map_or("", |&i| ops[i].key.as_str());
-        let repeat_hits = match call.kind {
+        let gross = match call.kind {
             Kind::Decision => Vec::new(),
             Kind::Settlement => idx
                 .iter()
-                .map(|&i| call.repeat.get(i).map_or(0, |o| o.hits))
+                .map(|&i| call.gross.get(i).copied().unwrap_or((0, 0)))
                 .collect(),
         };
         Record {
@@ -534,7 +540,8 @@ impl RedisStore {
             ttl_ms: call.once.ttl_ms(),
             kind: call.kind,
             max_repeats: call.once.max_repeats,
-            repeat_hits,
+            ledger: hex(&call.once.ledger_tag()),
+            gross,
         }
     }
 

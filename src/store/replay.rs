@@ -38,6 +38,8 @@ struct Record {
     outcomes: Box<[Outcome]>,
     /// Repeats answered so far (for a rule's `max_repeats`).
     repeats: u32,
+    /// A ledger's hits still reserved (ledger tables only).
+    hits: u64,
 }
 
 /// One shard of records.
@@ -84,6 +86,8 @@ pub struct Live<'a> {
     pub elapsed: Duration,
     /// Repeats the record has answered.
     pub repeats: u32,
+    /// A ledger's hits still reserved.
+    pub hits: u64,
 }
 
 /// What the caller does with a record's shard locked.
@@ -95,6 +99,8 @@ pub enum Step {
     /// Answer with these outcomes and record them (`keep`: with the outcomes, for replays;
     /// else as a bare mark).
     Record(Vec<Outcome>, bool),
+    /// A ledger: set its hits (a fresh entry, or the live one, for `ttl` from now).
+    Ledger(u64),
 }
 
 /// The units a record holding `outcomes` costs.
@@ -160,16 +166,18 @@ impl Replays {
                 stored: &r.outcomes,
                 elapsed: now.saturating_sub(r.at),
                 repeats: r.repeats,
+                hits: r.hits,
             });
-        let (outcomes, keep) = match f(live) {
+        let (outcomes, keep, hits) = match f(live) {
             Step::Answer(outcomes) => return outcomes,
+            Step::Ledger(hits) => (Vec::new(), false, hits),
             Step::Repeat(outcomes) => {
                 if let Some(r) = shard.map.get_mut(&digest) {
                     r.repeats = r.repeats.saturating_add(1);
                 }
                 return outcomes;
             }
-            Step::Record(outcomes, keep) => (outcomes, keep),
+            Step::Record(outcomes, keep) => (outcomes, keep, 0),
         };
         let expires_ms = now_ms.saturating_add(millis(ttl));
         let stored: Box<[Outcome]> = if keep {
@@ -197,12 +205,36 @@ impl Replays {
             expires_ms,
             outcomes: stored,
             repeats: 0,
+            hits,
         };
         shard.units += cost;
         shard.map.insert(digest, record);
         shard.expiries.push(Reverse((expires_ms, digest)));
         self.live.fetch_add(1, Ordering::Relaxed);
         outcomes
+    }
+
+    /// Adds `hits` to ledger `id` (created if absent), live for `ttl` from `now`.
+    pub fn credit(&self, id: [u8; 16], hits: u64, now: Duration, ttl: Duration) {
+        if hits > 0 {
+            self.with(id, now, ttl, |live| {
+                Step::Ledger(live.map_or(0, |l| l.hits).saturating_add(hits))
+            });
+        }
+    }
+
+    /// Takes up to `want` hits from ledger `id` at `now`; returns what it took (0 without a
+    /// live ledger).
+    pub fn debit(&self, id: [u8; 16], want: u64, now: Duration, ttl: Duration) -> u64 {
+        let mut took = 0;
+        self.with(id, now, ttl, |live| match live {
+            Some(l) if l.hits > 0 && want > 0 => {
+                took = want.min(l.hits);
+                Step::Ledger(l.hits - took)
+            }
+            _ => Step::Answer(Vec::new()),
+        });
+        took
     }
 
     /// Drops every record expired at `now`, a batch per lock acquisition; returns how many.
