@@ -277,13 +277,11 @@ fn same_counter(a: &Op, b: &Op) -> bool {
         && a.burst == b.burst
 }
 
-/// `ops` with every counter that is both charged and refunded in it settled: its first op
-/// carries the net hits (`charged - refunded`, a refund when negative; capped at
-/// [`crate::limiter::MAX_HITS`]) and its other ops become checks (hits 0). Counters only
-/// charged, or only refunded, are left as they are. Quadratic in the ops of one request,
+/// The counters of `ops` that are both charged and refunded: each one's op positions (first
+/// op first) with its total hits charged and refunded. Quadratic in the ops of one request,
 /// which [`crate::request::RequestBounds`] bounds.
-pub fn settle(ops: &[Op]) -> Vec<Op> {
-    let mut out = ops.to_vec();
+fn mixed_counters(ops: &[Op]) -> Vec<(Vec<usize>, u64, u64)> {
+    let mut out = Vec::new();
     let mut done = vec![false; ops.len()];
     for i in 0..ops.len() {
         if done[i] {
@@ -292,20 +290,34 @@ pub fn settle(ops: &[Op]) -> Vec<Op> {
         let group: Vec<usize> = (i..ops.len())
             .filter(|&j| !done[j] && same_counter(&ops[i], &ops[j]))
             .collect();
-        for &j in &group {
-            done[j] = true;
-        }
         let (mut charged, mut refunded) = (0u64, 0u64);
         for &j in &group {
+            done[j] = true;
             if ops[j].refund {
                 refunded += u64::from(ops[j].hits);
             } else {
                 charged += u64::from(ops[j].hits);
             }
         }
-        if charged == 0 || refunded == 0 {
-            continue;
+        if charged > 0 && refunded > 0 {
+            out.push((group, charged, refunded));
         }
+    }
+    out
+}
+
+/// A hit count as an op carries it (capped at [`crate::limiter::MAX_HITS`]).
+fn hits(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `ops` with every counter that is both charged and refunded in it settled: its first op
+/// carries the net hits (`charged - refunded`, a refund when negative; capped at
+/// [`crate::limiter::MAX_HITS`]) and its other ops become checks (hits 0). Counters only
+/// charged, or only refunded, are left as they are.
+pub fn settle(ops: &[Op]) -> Vec<Op> {
+    let mut out = ops.to_vec();
+    for (group, charged, refunded) in mixed_counters(ops) {
         let (net, refund) = if charged >= refunded {
             (charged - refunded, false)
         } else {
@@ -313,13 +325,11 @@ pub fn settle(ops: &[Op]) -> Vec<Op> {
         };
         for (n, &j) in group.iter().enumerate() {
             let op = &mut out[j];
-            if n == 0 {
-                op.hits = u32::try_from(net).unwrap_or(u32::MAX);
-                op.refund = refund && net > 0;
+            (op.hits, op.refund) = if n == 0 {
+                (hits(net), refund && net > 0)
             } else {
-                op.hits = 0;
-                op.refund = false;
-            }
+                (0, false)
+            };
         }
     }
     out
@@ -331,32 +341,14 @@ pub fn settle(ops: &[Op]) -> Vec<Op> {
 /// An idempotent settlement caps the refunds by what its key reserved before netting
 /// ([`crate::limiter::once`]).
 pub fn gross(ops: &[Op]) -> Vec<(u32, u32)> {
-    let own = |o: &Op| if o.refund { (0, o.hits) } else { (o.hits, 0) };
-    let mut out: Vec<(u32, u32)> = ops.iter().map(own).collect();
-    let mut done = vec![false; ops.len()];
-    for i in 0..ops.len() {
-        if done[i] {
-            continue;
-        }
-        let group: Vec<usize> = (i..ops.len())
-            .filter(|&j| !done[j] && same_counter(&ops[i], &ops[j]))
-            .collect();
-        for &j in &group {
-            done[j] = true;
-        }
-        let (mut charged, mut refunded) = (0u64, 0u64);
-        for &j in &group {
-            let (c, r) = own(&ops[j]);
-            charged += u64::from(c);
-            refunded += u64::from(r);
-        }
-        if charged == 0 || refunded == 0 {
-            continue;
-        }
-        let cap = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
+    let mut out: Vec<(u32, u32)> = ops
+        .iter()
+        .map(|o| if o.refund { (0, o.hits) } else { (o.hits, 0) })
+        .collect();
+    for (group, charged, refunded) in mixed_counters(ops) {
         for (n, &j) in group.iter().enumerate() {
             out[j] = if n == 0 {
-                (cap(charged), cap(refunded))
+                (hits(charged), hits(refunded))
             } else {
                 (0, 0)
             };

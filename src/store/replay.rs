@@ -96,9 +96,8 @@ pub enum Step {
     Answer(Vec<Outcome>),
     /// Answer with these outcomes as one more repeat of the live record.
     Repeat(Vec<Outcome>),
-    /// Answer with these outcomes and record them (`keep`: with the outcomes, for replays;
-    /// else as a bare mark).
-    Record(Vec<Outcome>, bool),
+    /// Answer with these outcomes and record them for replays.
+    Record(Vec<Outcome>),
     /// A ledger: set its hits (a fresh entry, or the live one, for `ttl` from now).
     Ledger(u64),
 }
@@ -168,23 +167,19 @@ impl Replays {
                 repeats: r.repeats,
                 hits: r.hits,
             });
-        let (outcomes, keep, hits) = match f(live) {
+        let (outcomes, hits) = match f(live) {
             Step::Answer(outcomes) => return outcomes,
-            Step::Ledger(hits) => (Vec::new(), false, hits),
+            Step::Ledger(hits) => (Vec::new(), hits),
             Step::Repeat(outcomes) => {
                 if let Some(r) = shard.map.get_mut(&digest) {
                     r.repeats = r.repeats.saturating_add(1);
                 }
                 return outcomes;
             }
-            Step::Record(outcomes, keep) => (outcomes, keep, 0),
+            Step::Record(outcomes) => (outcomes, 0),
         };
         let expires_ms = now_ms.saturating_add(millis(ttl));
-        let stored: Box<[Outcome]> = if keep {
-            outcomes.clone().into_boxed_slice()
-        } else {
-            Box::new([])
-        };
+        let stored: Box<[Outcome]> = outcomes.clone().into_boxed_slice();
         let cost = units(&stored);
         if let Some(old) = shard.map.remove(&digest) {
             // Expired: replaced, with a fresh heap entry (the old one no longer matches and
@@ -293,7 +288,7 @@ mod tests {
                     .map(|o| crate::limiter::once::replay(o, l.elapsed))
                     .collect(),
             ),
-            _ => Step::Record(decide(), true),
+            _ => Step::Record(decide()),
         })
     }
 
@@ -347,10 +342,10 @@ mod tests {
         let r = Replays::new(SHARDS * 10); // ten units per shard
         let t = Duration::from_secs(1000);
         let big = || vec![Outcome::default(); 20];
-        let out = r.with([5; 16], t, TTL, |_| Step::Record(big(), true));
+        let out = r.with([5; 16], t, TTL, |_| Step::Record(big()));
         assert_eq!(out.len(), 20, "still answered");
         assert!(r.is_empty(), "too big to keep");
-        r.with([5; 16], t, TTL, |_| Step::Record(big(), false));
+        r.credit([5; 16], 1000, t, TTL);
         assert_eq!(r.len(), 1, "a bare mark costs one unit");
     }
 }

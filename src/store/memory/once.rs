@@ -89,7 +89,7 @@ impl MemoryStore {
                             .credit(once.ledger(&op.key), reserved(op, o), now, once.ttl);
                     }
                 }
-                Step::Record(out, true)
+                Step::Record(out)
             }
         })
     }
